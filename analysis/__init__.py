@@ -1,0 +1,1 @@
+"""Anomaly rules, flags and HOPR verdicts computed from the store."""

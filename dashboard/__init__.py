@@ -1,0 +1,1 @@
+"""Read-only views of the store: a query module and, on top of it, the Streamlit app."""

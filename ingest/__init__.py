@@ -1,0 +1,1 @@
+"""From FITS files (a local tree or MAST) to plain records, written by one batched writer."""

@@ -1,0 +1,378 @@
+"""The SQL schema of hstmon: typed SQLAlchemy 2 models, a public interface users query directly.
+
+Units are in column names (``_mas``, ``_arcsec``, ``_s``) and in every column comment. Sentinel
+values of the files (-32767 in JIF headers, 1.6e38 / 1.6e36 in JIT tables) are NULL here; the raw
+values stay in ``fits_header``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "JIT_COLUMNS",
+    "Association",
+    "Base",
+    "Exposure",
+    "FitsHeader",
+    "IngestRun",
+    "JitterSample",
+    "SourceFile",
+]
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# JSON everywhere, JSONB on PostgreSQL so users can index and query headers with ->> and @>.
+HeaderJSON = JSON().with_variant(JSONB(), "postgresql")
+UTCDateTime = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _float(comment: str) -> Mapped[float | None]:
+    return mapped_column(Float, nullable=True, comment=comment)
+
+
+def _int(comment: str) -> Mapped[int | None]:
+    return mapped_column(Integer, nullable=True, comment=comment)
+
+
+def _bool(comment: str) -> Mapped[bool | None]:
+    return mapped_column(Boolean, nullable=True, comment=comment)
+
+
+def _text(comment: str, length: int = 32) -> Mapped[str | None]:
+    return mapped_column(String(length), nullable=True, comment=comment)
+
+
+def _time(comment: str) -> Mapped[datetime | None]:
+    return mapped_column(UTCDateTime, nullable=True, comment=comment)
+
+
+class IngestRun(Base):
+    """One invocation of ``hstmon ingest``: what it was asked, what it did, how it ended."""
+
+    __tablename__ = "ingest_run"
+    __table_args__ = {"comment": "One row per hstmon ingest invocation."}
+
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, comment="UTC start of the run")
+    finished_at: Mapped[datetime | None] = _time(
+        "UTC end of the run; NULL while running or if killed"
+    )
+    status: Mapped[str] = mapped_column(
+        String(16), comment="running | succeeded | failed (some file failed) | aborted | error"
+    )
+    parameters: Mapped[dict[str, Any]] = mapped_column(
+        HeaderJSON, comment="paths, scheduler, workers and options the run was given"
+    )
+    counts: Mapped[dict[str, Any] | None] = mapped_column(
+        HeaderJSON, nullable=True, comment="files seen/ingested/unchanged/failed/skipped, rows"
+    )
+    message: Mapped[str | None] = mapped_column(Text, nullable=True, comment="why a run errored")
+
+
+class SourceFile(Base):
+    """Every file an ingest looked at, with its outcome: nothing is silently dropped."""
+
+    __tablename__ = "source_file"
+    __table_args__ = (
+        Index("ix_source_file_status", "status"),
+        {"comment": "Every file seen by an ingest, its content hash and outcome."},
+    )
+
+    file_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    path: Mapped[str] = mapped_column(Text, unique=True, comment="absolute path of the file")
+    kind: Mapped[str] = mapped_column(String(8), comment="jif | jit | asn | other")
+    size_bytes: Mapped[int] = mapped_column(BigInteger, comment="file size in bytes")
+    mtime_ns: Mapped[int] = mapped_column(BigInteger, comment="modification time, ns since epoch")
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, comment="content hash")
+    status: Mapped[str] = mapped_column(String(16), comment="ingested | failed | skipped")
+    error: Mapped[str | None] = mapped_column(
+        Text, nullable=True, comment="the reason, when failed or skipped"
+    )
+    n_exposures: Mapped[int | None] = _int("exposures the file described")
+    ingest_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ingest_run.run_id", ondelete="SET NULL"),
+        nullable=True,
+        comment="the run that last wrote this row",
+    )
+    ingested_at: Mapped[datetime | None] = _time("UTC time this row was last written")
+
+
+class Association(Base):
+    """One jitter file set (``<asn_id>_jif/_jit.fits``): the association-level guiding summary."""
+
+    __tablename__ = "association"
+    __table_args__ = (
+        Index("ix_association_proposid", "proposid"),
+        Index("ix_association_window_start", "window_start"),
+        {"comment": "One row per jitter file set; a lone exposure's set uses its 9-char name."},
+    )
+
+    asn_id: Mapped[str] = mapped_column(
+        String(9), primary_key=True, comment="association id, lowercase (e.g. ldfd01010)"
+    )
+    proposid: Mapped[int | None] = _int("program (proposal) id")
+    config: Mapped[str | None] = _text("instrument configuration, e.g. WFC3/UVIS, COS/FUV")
+    instrument: Mapped[str | None] = _text("science instrument: CONFIG before the '/'", 8)
+    targname: Mapped[str | None] = _text("proposer's target name", 40)
+    asn_stat: Mapped[str | None] = _text("ASN_STAT: COMPLETE or INCOMPLETE", 16)
+    opus_ver: Mapped[str | None] = _text("OPUS_VER: processing system version")
+    window_start: Mapped[datetime | None] = _time(
+        "TSTRTIME: predicted association window start, UTC"
+    )
+    window_end: Mapped[datetime | None] = _time("TENDTIME: predicted association window end, UTC")
+    guidecmd: Mapped[str | None] = _text("GUIDECMD: commanded guiding mode (FINE LOCK, GYRO...)")
+    gsd_id: Mapped[str | None] = _text("GSD_ID: dominant guide star id", 16)
+    gsr_id: Mapped[str | None] = _text("GSR_ID: roll guide star id", 16)
+    gs_prim: Mapped[str | None] = _text("GS_PRIM: primary guide star (DOMINANT or ROLL)", 16)
+    predgsep_arcsec: Mapped[float | None] = _float(
+        "PREDGSEP: predicted guide star separation, arcsec"
+    )
+    mgssprms_mas: Mapped[float | None] = _float("MGSSPRMS: max guide star separation RMS, mas")
+    tnlosses: Mapped[int | None] = _int("TNLOSSES: number of loss-of-lock events")
+    tlocklos_s: Mapped[float | None] = _float("TLOCKLOS: total loss-of-lock time, s")
+    tnrecent: Mapped[int | None] = _int("TNRECENT: number of recentering events")
+    trecentr_s: Mapped[float | None] = _float("TRECENTR: total recentering time, s")
+    tv2_rms_mas: Mapped[float | None] = _float("TV2_RMS: total association V2 RMS jitter, mas")
+    tv3_rms_mas: Mapped[float | None] = _float("TV3_RMS: total association V3 RMS jitter, mas")
+    mv2_p2p_mas: Mapped[float | None] = _float("MV2_P2P: max association V2 peak-to-peak, mas")
+    mv3_p2p_mas: Mapped[float | None] = _float("MV3_P2P: max association V3 peak-to-peak, mas")
+    tra_avg: Mapped[float | None] = _float("TRA_AVG: association average RA, deg")
+    tdec_avg: Mapped[float | None] = _float("TDEC_AVG: association average Dec, deg")
+    trollavg: Mapped[float | None] = _float("TROLLAVG: association average roll, deg")
+    t_gdact: Mapped[bool | None] = _bool("T_GDACT: actual guide mode same for all exposures (OK=T)")
+    t_actgsp: Mapped[bool | None] = _bool("T_ACTGSP: actual GS separation same in all exps (OK=T)")
+    t_gsfail: Mapped[bool | None] = _bool("T_GSFAIL: GS acquisition failure in any exposure (OK=F)")
+    t_sgstar: Mapped[bool | None] = _bool("T_SGSTAR: failed to single-star fine lock (OK=F)")
+    t_tlmprb: Mapped[bool | None] = _bool("T_TLMPRB: engineering-telemetry problem (OK=F)")
+    t_notlm: Mapped[bool | None] = _bool("T_NOTLM: no telemetry in any exposure (OK=F)")
+    t_ntmgap: Mapped[int | None] = _int("T_NTMGAP: number of telemetry gaps (OK=0)")
+    t_tmgap: Mapped[float | None] = _float("T_TMGAP: total missing-telemetry time, s (OK=0)")
+    t_gsgap: Mapped[bool | None] = _bool("T_GSGAP: telemetry missing during GS acquisition (OK=F)")
+    t_slewng: Mapped[bool | None] = _bool("T_SLEWNG: slewing occurred (OK=F)")
+    t_tdfdwn: Mapped[bool | None] = _bool("T_TDFDWN: take-data flag not on throughout (OK=F)")
+    jif_file_id: Mapped[int | None] = mapped_column(
+        ForeignKey("source_file.file_id", ondelete="SET NULL"),
+        nullable=True,
+        comment="the JIF file that filled the JIF columns",
+    )
+    jit_file_id: Mapped[int | None] = mapped_column(
+        ForeignKey("source_file.file_id", ondelete="SET NULL"),
+        nullable=True,
+        comment="the JIT file that filled the JIT columns",
+    )
+
+
+class Exposure(Base):
+    """One exposure: its JIF guiding keywords and statistics computed from its JIT time series."""
+
+    __tablename__ = "exposure"
+    __table_args__ = (
+        Index("ix_exposure_asn_id", "asn_id"),
+        Index("ix_exposure_proposid", "proposid"),
+        Index("ix_exposure_window_start", "window_start"),
+        Index("ix_exposure_jif_file_id", "jif_file_id"),
+        Index("ix_exposure_jit_file_id", "jit_file_id"),
+        {"comment": "One row per exposure, keyed by the first 8 characters of its name."},
+    )
+
+    exposure_id: Mapped[str] = mapped_column(
+        String(8), primary_key=True, comment="first 8 chars of the exposure name, lowercase"
+    )
+    rootname: Mapped[str | None] = _text("9-char science rootname when a file names it", 9)
+    jitter_name: Mapped[str | None] = _text("EXPNAME in the JIF/JIT extension (ends in j)", 9)
+    asn_id: Mapped[str | None] = mapped_column(
+        String(9), nullable=True, comment="the jitter file set (association) it belongs to"
+    )
+    asn_member_index: Mapped[int | None] = _int("1-based extension number in its jitter files")
+    asn_mtyp: Mapped[str | None] = _text("ASN_MTYP: member role (EXP-FP, EXP-DTH...)", 16)
+    proposid: Mapped[int | None] = _int("program (proposal) id")
+    config: Mapped[str | None] = _text("instrument configuration, e.g. WFC3/UVIS")
+    window_start: Mapped[datetime | None] = _time(
+        "STARTIME: predicted observation window start, UTC (not EXPSTART)"
+    )
+    window_end: Mapped[datetime | None] = _time("ENDTIME: predicted observation window end, UTC")
+    aperture: Mapped[str | None] = _text("APERTURE in the JIF extension")
+    guideact: Mapped[str | None] = _text("GUIDEACT: actual guiding mode at end of GS acquisition")
+    gsacq: Mapped[datetime | None] = _time("GSACQ: GS acquisition completed, UTC; NULL when blank")
+    gsfail: Mapped[str | None] = _text("GSFAIL: failure code (e.g. NOLOCK); NULL when absent")
+    tdf_down: Mapped[bool | None] = _bool(
+        "TDF-DOWN: take-data flag not up during entire exposure; NULL without a JIF"
+    )
+    actgssep_arcsec: Mapped[float | None] = _float("ACTGSSEP: actual guide star separation, arcsec")
+    gsseprms_mas: Mapped[float | None] = _float("GSSEPRMS: RMS of guide star separation, mas")
+    nlosses: Mapped[int | None] = _int("NLOSSES: number of loss-of-lock events")
+    lockloss_s: Mapped[float | None] = _float("LOCKLOSS: total loss-of-lock time, s")
+    nrecent: Mapped[int | None] = _int("NRECENT: number of recentering events")
+    recentr_s: Mapped[float | None] = _float("RECENTR: total recentering time, s")
+    v2_rms_mas: Mapped[float | None] = _float("V2_RMS: dominant guide star V2 RMS jitter, mas")
+    v3_rms_mas: Mapped[float | None] = _float("V3_RMS: dominant guide star V3 RMS jitter, mas")
+    v2_p2p_mas: Mapped[float | None] = _float("V2_P2P: dominant GS V2 peak-to-peak, mas")
+    v3_p2p_mas: Mapped[float | None] = _float("V3_P2P: dominant GS V3 peak-to-peak, mas")
+    ra_avg: Mapped[float | None] = _float("RA_AVG: average RA, deg")
+    dec_avg: Mapped[float | None] = _float("DEC_AVG: average Dec, deg")
+    roll_avg: Mapped[float | None] = _float("ROLL_AVG: average roll, deg")
+    jit_n_samples: Mapped[int | None] = _int("rows in the JIT table")
+    jit_n_fill: Mapped[int | None] = _int("JIT rows holding the 1.6e38 fill (not guiding)")
+    jit_takedata_frac: Mapped[float | None] = _float("fraction of JIT rows with TakeData=1")
+    jit_duration_s: Mapped[float | None] = _float("last JIT Seconds value, s from window start")
+    si_v2_avg_std_mas: Mapped[float | None] = _float("std of SI_V2_AVG over good rows, mas")
+    si_v3_avg_std_mas: Mapped[float | None] = _float("std of SI_V3_AVG over good rows, mas")
+    si_v2_rms_median_mas: Mapped[float | None] = _float("median SI_V2_RMS over good rows, mas")
+    si_v3_rms_median_mas: Mapped[float | None] = _float("median SI_V3_RMS over good rows, mas")
+    si_rms_p95_mas: Mapped[float | None] = _float(
+        "95th percentile of sqrt(SI_V2_RMS^2 + SI_V3_RMS^2) over good rows, mas"
+    )
+    drift_v2_mas: Mapped[float | None] = _float("max - min of SI_V2_AVG over good rows, mas")
+    drift_v3_mas: Mapped[float | None] = _float("max - min of SI_V3_AVG over good rows, mas")
+    jif_file_id: Mapped[int | None] = mapped_column(
+        ForeignKey("source_file.file_id", ondelete="SET NULL"),
+        nullable=True,
+        comment="the JIF file that filled the JIF columns",
+    )
+    jit_file_id: Mapped[int | None] = mapped_column(
+        ForeignKey("source_file.file_id", ondelete="SET NULL"),
+        nullable=True,
+        comment="the JIT file that filled the JIT columns and samples",
+    )
+
+
+# The 28 JIT columns: (FITS name, SQL column, unit, SQL type). SQL names are the snake_case FITS
+# names; the values keep the file's units (arcsec, deg, Gauss) so a row reads like the file.
+JIT_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
+    ("Seconds", "seconds", "s from observation window start", "float"),
+    ("V2_dom", "v2_dom", "arcsec", "float"),
+    ("V3_dom", "v3_dom", "arcsec", "float"),
+    ("V2_roll", "v2_roll", "arcsec", "float"),
+    ("V3_roll", "v3_roll", "arcsec", "float"),
+    ("SI_V2_AVG", "si_v2_avg", "arcsec", "float"),
+    ("SI_V2_RMS", "si_v2_rms", "arcsec", "float"),
+    ("SI_V2_P2P", "si_v2_p2p", "arcsec", "float"),
+    ("SI_V3_AVG", "si_v3_avg", "arcsec", "float"),
+    ("SI_V3_RMS", "si_v3_rms", "arcsec", "float"),
+    ("SI_V3_P2P", "si_v3_p2p", "arcsec", "float"),
+    ("RA", "ra", "deg", "double"),
+    ("DEC", "dec", "deg", "double"),
+    ("Roll", "roll", "deg", "double"),
+    ("LimbAng", "limb_ang", "deg", "float"),
+    ("TermAng", "term_ang", "deg (1.6e36 'not applicable' is NULL)", "float"),
+    ("LOS_Zenith", "los_zenith", "deg", "float"),
+    ("Latitude", "latitude", "deg", "float"),
+    ("Longitude", "longitude", "deg", "float"),
+    ("Mag_V1", "mag_v1", "Gauss", "float"),
+    ("Mag_V2", "mag_v2", "Gauss", "float"),
+    ("Mag_V3", "mag_v3", "Gauss", "float"),
+    ("BrightLimb", "bright_limb", "1 = limb of LimbAng is bright", "int"),
+    ("FGS_flags", "fgs_flags", "FGS status flags", "float"),
+    ("DayNight", "day_night", "1 = day, 0 = night", "int"),
+    ("Recenter", "recenter", "1 = recentering in progress", "int"),
+    ("TakeData", "take_data", "1 = nominal guide star tracking", "int"),
+    ("SlewFlag", "slew_flag", "1 = slewing", "int"),
+)
+
+
+class JitterSample(Base):
+    """Every JIT row: the 3-s jitter time series of each exposure, fill values as NULL."""
+
+    __tablename__ = "jitter_sample"
+    __table_args__ = {"comment": "Every JIT table row; 1.6e38 / 1.6e36 fill values are NULL."}
+
+    exposure_id: Mapped[str] = mapped_column(
+        String(8), primary_key=True, comment="exposure (first 8 chars of EXPNAME)"
+    )
+    sample_index: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, comment="0-based row number in the table"
+    )
+    seconds: Mapped[float] = mapped_column(Float, comment="s from observation window start")
+    v2_dom: Mapped[float | None] = _float("dominant FGS V2 coordinate, arcsec")
+    v3_dom: Mapped[float | None] = _float("dominant FGS V3 coordinate, arcsec")
+    v2_roll: Mapped[float | None] = _float("roll FGS V2 coordinate, arcsec")
+    v3_roll: Mapped[float | None] = _float("roll FGS V3 coordinate, arcsec")
+    si_v2_avg: Mapped[float | None] = _float("mean jitter in V2 over 3 s, arcsec")
+    si_v2_rms: Mapped[float | None] = _float("rms jitter in V2 over 3 s, arcsec")
+    si_v2_p2p: Mapped[float | None] = _float("peak jitter in V2 over 3 s, arcsec")
+    si_v3_avg: Mapped[float | None] = _float("mean jitter in V3 over 3 s, arcsec")
+    si_v3_rms: Mapped[float | None] = _float("rms jitter in V3 over 3 s, arcsec")
+    si_v3_p2p: Mapped[float | None] = _float("peak jitter in V3 over 3 s, arcsec")
+    ra: Mapped[float | None] = _float("RA of aperture reference, deg")
+    dec: Mapped[float | None] = _float("Dec of aperture reference, deg")
+    roll: Mapped[float | None] = _float("position angle between north and +V3, deg")
+    limb_ang: Mapped[float | None] = _float("angle between V1 and Earth limb, deg")
+    term_ang: Mapped[float | None] = _float("angle between V1 and terminator, deg; 1.6e36 is NULL")
+    los_zenith: Mapped[float | None] = _float("angle between HST zenith and target, deg")
+    latitude: Mapped[float | None] = _float("HST subpoint latitude, deg")
+    longitude: Mapped[float | None] = _float("HST subpoint longitude, deg")
+    mag_v1: Mapped[float | None] = _float("magnetic field along V1, Gauss")
+    mag_v2: Mapped[float | None] = _float("magnetic field along V2, Gauss")
+    mag_v3: Mapped[float | None] = _float("magnetic field along V3, Gauss")
+    bright_limb: Mapped[int | None] = mapped_column(
+        SmallInteger, nullable=True, comment="1 = Earth limb of LimbAng is bright"
+    )
+    fgs_flags: Mapped[float | None] = _float("FGS status flags")
+    day_night: Mapped[int | None] = mapped_column(
+        SmallInteger, nullable=True, comment="1 = day, 0 = night"
+    )
+    recenter: Mapped[int | None] = mapped_column(
+        SmallInteger, nullable=True, comment="1 = recentering in progress"
+    )
+    take_data: Mapped[int | None] = mapped_column(
+        SmallInteger, nullable=True, comment="1 = nominal guide star tracking"
+    )
+    slew_flag: Mapped[int | None] = mapped_column(
+        SmallInteger, nullable=True, comment="1 = slewing"
+    )
+
+
+class FitsHeader(Base):
+    """The full header of every HDU ingested, so no keyword is ever lost."""
+
+    __tablename__ = "fits_header"
+    __table_args__ = (
+        Index("ix_fits_header_exposure_id", "exposure_id"),
+        {"comment": "Every ingested HDU header as JSON {KEYWORD: value}, raw sentinels kept."},
+    )
+
+    file_id: Mapped[int] = mapped_column(
+        ForeignKey("source_file.file_id", ondelete="CASCADE"),
+        primary_key=True,
+        comment="the file the header came from",
+    )
+    hdu_index: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, comment="0 = primary HDU"
+    )
+    extname: Mapped[str | None] = _text("EXTNAME of the HDU (NULL for the primary)", 16)
+    exposure_id: Mapped[str | None] = mapped_column(
+        String(8), nullable=True, comment="the exposure an extension describes"
+    )
+    header: Mapped[dict[str, Any]] = mapped_column(
+        HeaderJSON,
+        comment="keyword -> value; COMMENT/HISTORY as lists; blank values as empty strings",
+    )
