@@ -1,0 +1,150 @@
+"""Plain records that parsers hand to the writer: no FITS objects, no database sessions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "OWNED_COLUMNS",
+    "FileOutcome",
+    "FileRecord",
+    "HeaderRecord",
+    "SampleBlock",
+]
+
+
+@dataclass(frozen=True)
+class HeaderRecord:
+    """One HDU's full header as a JSON-ready dict."""
+
+    hdu_index: int
+    extname: str | None
+    exposure_id: str | None
+    header: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SampleBlock:
+    """One exposure's JIT table: SQL column name -> array; NaN marks a NULL (fill) value."""
+
+    exposure_id: str
+    columns: dict[str, np.ndarray]
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.columns["seconds"])
+
+
+@dataclass
+class FileRecord:
+    """Everything one file says, as rows of the store (column -> value dicts)."""
+
+    kind: str
+    associations: list[dict[str, Any]] = field(default_factory=list)
+    exposures: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[SampleBlock] = field(default_factory=list)
+    headers: list[HeaderRecord] = field(default_factory=list)
+
+    @property
+    def n_samples(self) -> int:
+        return sum(block.n_rows for block in self.samples)
+
+
+@dataclass
+class FileOutcome:
+    """What happened to one file: its identity, status and (when ingested) its record."""
+
+    path: str
+    kind: str
+    size_bytes: int
+    mtime_ns: int
+    sha256: str | None
+    status: str  # ingested | failed | skipped | unchanged
+    error: str | None = None
+    record: FileRecord | None = None
+
+
+# Columns each jitter file fills and therefore owns (tracked by jif_file_id / jit_file_id): when
+# the file changes or goes bad they are cleared before its new values land, so a re-ingest leaves
+# no stale value behind. Identity columns several kinds of file agree on (proposid, config,
+# asn_id...) are not listed.
+OWNED_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
+    "jif": {
+        "association": (
+            "asn_stat",
+            "opus_ver",
+            "window_start",
+            "window_end",
+            "guidecmd",
+            "gsd_id",
+            "gsr_id",
+            "gs_prim",
+            "predgsep_arcsec",
+            "mgssprms_mas",
+            "tnlosses",
+            "tlocklos_s",
+            "tnrecent",
+            "trecentr_s",
+            "tv2_rms_mas",
+            "tv3_rms_mas",
+            "mv2_p2p_mas",
+            "mv3_p2p_mas",
+            "tra_avg",
+            "tdec_avg",
+            "trollavg",
+            "t_gdact",
+            "t_actgsp",
+            "t_gsfail",
+            "t_sgstar",
+            "t_tlmprb",
+            "t_notlm",
+            "t_ntmgap",
+            "t_tmgap",
+            "t_gsgap",
+            "t_slewng",
+            "t_tdfdwn",
+        ),
+        "exposure": (
+            "asn_mtyp",
+            "window_start",
+            "window_end",
+            "aperture",
+            "guideact",
+            "gsacq",
+            "gsfail",
+            "tdf_down",
+            "actgssep_arcsec",
+            "gsseprms_mas",
+            "nlosses",
+            "lockloss_s",
+            "nrecent",
+            "recentr_s",
+            "v2_rms_mas",
+            "v3_rms_mas",
+            "v2_p2p_mas",
+            "v3_p2p_mas",
+            "ra_avg",
+            "dec_avg",
+            "roll_avg",
+        ),
+    },
+    "jit": {
+        "association": (),
+        "exposure": (
+            "jit_n_samples",
+            "jit_n_fill",
+            "jit_takedata_frac",
+            "jit_duration_s",
+            "si_v2_avg_std_mas",
+            "si_v3_avg_std_mas",
+            "si_v2_rms_median_mas",
+            "si_v3_rms_median_mas",
+            "si_rms_p95_mas",
+            "drift_v2_mas",
+            "drift_v3_mas",
+        ),
+    },
+}

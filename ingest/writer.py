@@ -1,0 +1,277 @@
+"""The one writer: puts batches of FileOutcomes into the store, one transaction per batch.
+
+A batch commits its files' rows together with their ``source_file`` status, so a run killed at any
+point leaves each file either wholly written or untouched, and a re-run finishes the job.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, Engine, Table, bindparam, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ingest.reader import StoredFile
+from ingest.records import OWNED_COLUMNS, FileOutcome, SampleBlock
+from models.tables import JIT_COLUMNS, Association, Exposure, FitsHeader, JitterSample, SourceFile
+
+__all__ = ["StoreWriter", "encode_copy_binary", "load_stored_files"]
+
+_SAMPLE_COLUMNS = ("exposure_id", "sample_index", *(sql for _, sql, _, _ in JIT_COLUMNS))
+_FILE_ID_COLUMN = {"jif": "jif_file_id", "jit": "jit_file_id"}
+
+
+def load_stored_files(connection: Connection) -> dict[str, StoredFile]:
+    """What the store knows of every file it has seen, keyed by path."""
+    rows = connection.execute(
+        select(
+            SourceFile.path,
+            SourceFile.size_bytes,
+            SourceFile.mtime_ns,
+            SourceFile.sha256,
+            SourceFile.status,
+        )
+    )
+    return {
+        row.path: StoredFile(row.size_bytes, row.mtime_ns, row.sha256, row.status) for row in rows
+    }
+
+
+def _insert(connection: Connection, table: Table):  # type: ignore[no-untyped-def]
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def _last_by_key(rows: Iterable[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    # One statement may not touch a key twice (PostgreSQL refuses); the later file wins.
+    return list({row[key]: row for row in rows}.values())
+
+
+def _upsert(
+    connection: Connection,
+    table: Table,
+    key: str,
+    rows: list[dict[str, Any]],
+    owned: Sequence[str],
+) -> None:
+    """Insert or update ``rows``: owned columns overwrite, shared identity columns fill gaps."""
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in _last_by_key(rows, key):
+        by_columns.setdefault(tuple(sorted(row)), []).append(row)
+    for columns, group in by_columns.items():
+        statement = _insert(connection, table)
+        updates = {
+            column: (
+                statement.excluded[column]
+                if column in owned or column.endswith("_file_id")
+                else func.coalesce(statement.excluded[column], table.c[column])
+            )
+            for column in columns
+            if column != key
+        }
+        connection.execute(
+            statement.on_conflict_do_update(index_elements=[key], set_=updates), group
+        )
+
+
+def _sample_rows(blocks: Sequence[SampleBlock]) -> list[tuple[Any, ...]]:
+    """Samples as DBAPI tuples, NaN as None (NULL)."""
+    rows: list[tuple[Any, ...]] = []
+    for block in blocks:
+        lists: list[list[Any]] = []
+        for _, sql_name, _, _ in JIT_COLUMNS:
+            values = block.columns[sql_name]
+            as_list = values.tolist()
+            if values.dtype.kind == "f":
+                for index in np.flatnonzero(np.isnan(values)):
+                    as_list[index] = None
+            lists.append(as_list)
+        n_rows = block.n_rows
+        rows.extend(zip([block.exposure_id] * n_rows, range(n_rows), *lists, strict=True))
+    return rows
+
+
+_PG_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_PG_COPY_TRAILER = struct.pack(">h", -1)
+
+
+def _copy_layout() -> np.dtype:
+    """One binary COPY tuple of jitter_sample: field count, then (length, value) per column."""
+    fields: list[tuple[str, str]] = [("n_fields", ">i2"), ("len_exposure_id", ">i4")]
+    fields += [("exposure_id", "S8"), ("len_sample_index", ">i4"), ("sample_index", ">i4")]
+    for _, sql_name, _, sql_type in JIT_COLUMNS:
+        fields += [(f"len_{sql_name}", ">i4"), (sql_name, ">i2" if sql_type == "int" else ">f8")]
+    return np.dtype(fields)
+
+
+_COPY_LAYOUT = _copy_layout()
+
+
+def encode_copy_binary(blocks: Sequence[SampleBlock]) -> bytes:
+    """PostgreSQL binary COPY bytes for the samples, built with numpy rather than row by row.
+
+    Every field has a fixed width, so each tuple is a record of _COPY_LAYOUT; a NULL field has
+    length -1 and no value bytes, which are cut out with a byte mask.
+    """
+    n_total = sum(block.n_rows for block in blocks)
+    records = np.zeros(n_total, dtype=_COPY_LAYOUT)
+    records["n_fields"] = len(_SAMPLE_COLUMNS)
+    records["len_exposure_id"] = 8
+    records["len_sample_index"] = 4
+    start = 0
+    for block in blocks:
+        stop = start + block.n_rows
+        records["exposure_id"][start:stop] = block.exposure_id.encode().ljust(8)
+        records["sample_index"][start:stop] = np.arange(block.n_rows)
+        for _, sql_name, _, _ in JIT_COLUMNS:
+            records[sql_name][start:stop] = block.columns[sql_name]
+        start = stop
+    keep = np.ones((n_total, _COPY_LAYOUT.itemsize), dtype=bool)
+    for _, sql_name, _, sql_type in JIT_COLUMNS:
+        if sql_type == "int":
+            records[f"len_{sql_name}"] = 2
+            continue
+        null = np.isnan(records[sql_name])
+        records[f"len_{sql_name}"] = np.where(null, -1, 8)
+        if null.any():
+            offset = _COPY_LAYOUT.fields[sql_name][1]
+            keep[null, offset : offset + 8] = False
+    payload = records.view(np.uint8).reshape(n_total, _COPY_LAYOUT.itemsize)[keep]
+    return _PG_COPY_HEADER + payload.tobytes() + _PG_COPY_TRAILER
+
+
+def _insert_samples(connection: Connection, blocks: Sequence[SampleBlock]) -> None:
+    if not blocks:
+        return
+    names = ", ".join(_SAMPLE_COLUMNS)
+    if connection.dialect.name == "postgresql":
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY jitter_sample ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.write(encode_copy_binary(blocks))
+        return
+    marks = ", ".join("?" * len(_SAMPLE_COLUMNS))
+    sql = f"INSERT INTO jitter_sample ({names}) VALUES ({marks})"
+    connection.connection.dbapi_connection.executemany(sql, _sample_rows(blocks))  # type: ignore[union-attr]
+
+
+class StoreWriter:
+    """Writes outcomes for one ingest run; call ``write`` with each batch."""
+
+    def __init__(self, engine: Engine, run_id: int) -> None:
+        self.engine = engine
+        self.run_id = run_id
+
+    def write(self, outcomes: Sequence[FileOutcome]) -> None:
+        """Write one batch in one transaction."""
+        now = datetime.now(UTC)
+        with self.engine.begin() as connection:
+            self._touch_unchanged(connection, [o for o in outcomes if o.status == "unchanged"])
+            written = [o for o in outcomes if o.status != "unchanged"]
+            file_ids = self._upsert_source_files(connection, written, now)
+            for outcome in written:
+                if outcome.status in ("ingested", "failed"):
+                    self._release(connection, outcome.kind, file_ids[outcome.path])
+            self._write_records(connection, [o for o in written if o.record], file_ids)
+
+    def _touch_unchanged(self, connection: Connection, outcomes: list[FileOutcome]) -> None:
+        # Same bytes, new mtime (a copy or a touch): remember the mtime so the next run can trust
+        # size + mtime and skip reading the file at all.
+        if outcomes:
+            connection.execute(
+                update(SourceFile)
+                .where(SourceFile.path == bindparam("b_path"))
+                .values(mtime_ns=bindparam("b_mtime")),
+                [{"b_path": o.path, "b_mtime": o.mtime_ns} for o in outcomes],
+            )
+
+    def _upsert_source_files(
+        self, connection: Connection, outcomes: list[FileOutcome], now: datetime
+    ) -> dict[str, int]:
+        if not outcomes:
+            return {}
+        rows = [
+            {
+                "path": o.path,
+                "kind": o.kind,
+                "size_bytes": o.size_bytes,
+                "mtime_ns": o.mtime_ns,
+                "sha256": o.sha256,
+                "status": o.status,
+                "error": o.error,
+                "n_exposures": len(o.record.exposures) if o.record else None,
+                "ingest_run_id": self.run_id,
+                "ingested_at": now,
+            }
+            for o in outcomes
+        ]
+        statement = _insert(connection, SourceFile.__table__)
+        statement = statement.on_conflict_do_update(
+            index_elements=["path"],
+            set_={c: statement.excluded[c] for c in rows[0] if c != "path"},
+        )
+        connection.execute(statement, rows)
+        paths = [o.path for o in outcomes]
+        found = connection.execute(
+            select(SourceFile.path, SourceFile.file_id).where(SourceFile.path.in_(paths))
+        )
+        return {row.path: row.file_id for row in found}
+
+    def _release(self, connection: Connection, kind: str, file_id: int) -> None:
+        """Forget what an earlier version of this file said, before its new content lands."""
+        connection.execute(delete(FitsHeader).where(FitsHeader.file_id == file_id))
+        id_column = _FILE_ID_COLUMN.get(kind)
+        if id_column is None:
+            return
+        if kind == "jit":
+            owned_exposures = select(Exposure.exposure_id).where(Exposure.jit_file_id == file_id)
+            connection.execute(
+                delete(JitterSample).where(JitterSample.exposure_id.in_(owned_exposures))
+            )
+        for model in (Association, Exposure):
+            table = model.__table__
+            cleared = dict.fromkeys((*OWNED_COLUMNS[kind][table.name], id_column))
+            connection.execute(update(table).where(table.c[id_column] == file_id).values(cleared))
+
+    def _write_records(
+        self, connection: Connection, outcomes: list[FileOutcome], file_ids: dict[str, int]
+    ) -> None:
+        associations: list[tuple[str, dict[str, Any]]] = []
+        exposures: list[tuple[str, dict[str, Any]]] = []
+        samples: dict[str, SampleBlock] = {}
+        headers: list[dict[str, Any]] = []
+        for outcome in outcomes:
+            record = outcome.record
+            assert record is not None
+            file_id = file_ids[outcome.path]
+            id_column = _FILE_ID_COLUMN.get(record.kind)
+            extra = {id_column: file_id} if id_column else {}
+            associations += [(record.kind, row | extra) for row in record.associations]
+            exposures += [(record.kind, row | extra) for row in record.exposures]
+            samples.update((block.exposure_id, block) for block in record.samples)
+            headers += [
+                {
+                    "file_id": file_id,
+                    "hdu_index": h.hdu_index,
+                    "extname": h.extname,
+                    "exposure_id": h.exposure_id,
+                    "header": h.header,
+                }
+                for h in record.headers
+            ]
+        for kind in ("asn", "jit", "jif"):
+            owned = OWNED_COLUMNS.get(kind, {})
+            rows = [row for k, row in associations if k == kind]
+            _upsert(connection, Association.__table__, "asn_id", rows, owned.get("association", ()))
+            rows = [row for k, row in exposures if k == kind]
+            _upsert(connection, Exposure.__table__, "exposure_id", rows, owned.get("exposure", ()))
+        if samples:
+            connection.execute(
+                delete(JitterSample).where(JitterSample.exposure_id.in_(list(samples)))
+            )
+            _insert_samples(connection, list(samples.values()))
+        if headers:
+            connection.execute(FitsHeader.__table__.insert(), headers)
