@@ -210,7 +210,8 @@ def run_ingest(
             stored = load_stored_files(connection)
         batcher = _Batcher(StoreWriter(engine, summary.run_id), summary)
         to_read = _needing_work(files, stored)
-        summary.counts["unchanged"] = len(files) - len(to_read)
+        if len(to_read) < len(files):
+            summary.counts["unchanged"] = len(files) - len(to_read)
         if to_read:
             with dask_client(scheduler, workers) as client:
                 _stream(client, to_read, stored, retry_failed, batcher, progress)

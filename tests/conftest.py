@@ -1,0 +1,114 @@
+"""Shared fixtures: the genuine HST files, real databases (SQLite and PostgreSQL), a Dask cluster."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dask.distributed import LocalCluster
+from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy.engine import make_url
+
+from models.database import make_engine, upgrade
+from models.tables import Base
+
+REAL_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real").resolve()
+POSTGRES_URL_ENV = "HSTMON_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The folder of genuine HST files laid beside the checkout (never copied into it)."""
+    if not REAL_DATA.is_dir():
+        pytest.skip(
+            f"the genuine HST files are not at {REAL_DATA} (shared/ is laid beside the repo)"
+        )
+    return REAL_DATA
+
+
+def _postgres_admin_url() -> str:
+    url = os.environ.get(POSTGRES_URL_ENV)
+    if not url:
+        pytest.skip(f"set {POSTGRES_URL_ENV} to run this test on PostgreSQL too (.ci/run does)")
+    return url
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    admin_url = make_url(_postgres_admin_url()).set(drivername="postgresql+psycopg")
+    name = f"hstmon_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'hstmon.sqlite'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_database_url(request: pytest.FixtureRequest) -> str:
+    """An empty database of each kind the suite runs against."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture
+def database_url(empty_database_url: str) -> str:
+    """A database of each kind, with the schema at head."""
+    upgrade(empty_database_url)
+    return empty_database_url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler() -> Iterator[str]:
+    """A real local Dask cluster (two worker processes) shared by the suite."""
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        yield cluster.scheduler_address
+
+
+_VOLATILE_COLUMNS = {"ingest_run_id", "ingested_at", "mtime_ns"}
+_FILE_ID_COLUMNS = {"file_id", "jif_file_id", "jit_file_id"}
+SNAPSHOT_TABLES = ("association", "exposure", "jitter_sample", "fits_header", "source_file")
+
+
+def database_snapshot(engine: Engine) -> dict[str, list[tuple]]:
+    """Every row of the data tables, file ids replaced by paths, run bookkeeping left out.
+
+    Two databases with equal snapshots hold the same data, however their runs went.
+    """
+    snapshot: dict[str, list[tuple]] = {}
+    with engine.connect() as connection:
+        paths = dict(connection.execute(text("SELECT file_id, path FROM source_file")).all())
+        for table in SNAPSHOT_TABLES:
+            result = connection.execute(select(Base.metadata.tables[table]))
+            columns = list(result.keys())
+            rows = []
+            for row in result:
+                values = []
+                for column, value in zip(columns, row, strict=True):
+                    if column in _VOLATILE_COLUMNS:
+                        continue
+                    values.append(paths.get(value) if column in _FILE_ID_COLUMNS else value)
+                rows.append(tuple(values))
+            snapshot[table] = sorted(rows, key=repr)
+    return snapshot
