@@ -1,4 +1,4 @@
-"""Shared fixtures: the genuine HST files, real databases (SQLite and PostgreSQL), a Dask cluster."""
+"""Shared fixtures: genuine HST files, real SQLite and PostgreSQL databases, a Dask cluster."""
 
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from astropy.io import fits
+from conftest import database_snapshot
 from sqlalchemy import Engine, text
 
-from conftest import database_snapshot
 from ingest.pipeline import run_ingest
 
 
@@ -159,7 +159,8 @@ def test_jit_and_jif_fill_in_either_order(
         with engine.connect() as connection:
             row = connection.execute(
                 text(
-                    "SELECT v2_rms_mas, jit_n_samples, rootname FROM exposure WHERE exposure_id = 'ldfd01vn'"
+                    "SELECT v2_rms_mas, jit_n_samples, rootname FROM exposure"
+                    " WHERE exposure_id = 'ldfd01vn'"
                 )
             ).one()
         engine.dispose()

@@ -30,7 +30,7 @@ def _by_exposure(record: FileRecord) -> dict[str, dict]:
 def test_hst_times_are_day_of_year_utc() -> None:
     assert parse_hst_time("2017.181:05:00:08   ") == datetime(2017, 6, 30, 5, 0, 8, tzinfo=UTC)
     assert parse_hst_time("   ") is None
-    with pytest.raises(ValueError, match="YYYY.DDD"):
+    with pytest.raises(ValueError, match=r"YYYY\.DDD"):
         parse_hst_time("2017-06-30T05:00:08")
 
 
