@@ -111,6 +111,14 @@ def db_downgrade(database_url: str | None, revision: str) -> None:
     click.echo(f"Database at revision {revision}: {_describe(url)}")
 
 
+@db.command("schema")
+def db_schema() -> None:
+    """Print every table and column with its type, units and meaning (Markdown)."""
+    from models.describe import schema_markdown
+
+    click.echo(schema_markdown())
+
+
 @db.command("url")
 @database_option
 def db_url(database_url: str | None) -> None:

@@ -81,13 +81,16 @@ class IngestRun(Base):
     __tablename__ = "ingest_run"
     __table_args__ = {"comment": "One row per hstmon ingest invocation."}
 
-    run_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=True, comment="run number"
+    )
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, comment="UTC start of the run")
     finished_at: Mapped[datetime | None] = _time(
         "UTC end of the run; NULL while running or if killed"
     )
     status: Mapped[str] = mapped_column(
-        String(16), comment="running | succeeded | failed (some file failed) | aborted | error"
+        String(16),
+        comment="running (or killed: no finished_at) | succeeded | failed (a file failed) | error",
     )
     parameters: Mapped[dict[str, Any]] = mapped_column(
         HeaderJSON, comment="paths, scheduler, workers and options the run was given"
@@ -107,7 +110,9 @@ class SourceFile(Base):
         {"comment": "Every file seen by an ingest, its content hash and outcome."},
     )
 
-    file_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    file_id: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=True, comment="file number"
+    )
     path: Mapped[str] = mapped_column(Text, unique=True, comment="absolute path of the file")
     kind: Mapped[str] = mapped_column(String(8), comment="jif | jit | asn | other")
     size_bytes: Mapped[int] = mapped_column(BigInteger, comment="file size in bytes")
