@@ -45,7 +45,10 @@ def format_program_table(summaries: list[ProgramSummary]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows, totals]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "  ".join(
+            c.rjust(w) if i > 1 else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(header), rule, *map(line, rows), rule, line(totals)])
@@ -62,8 +65,13 @@ def _default_archive() -> Path:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where to write the sample archive. Default: sample-archive in your data directory.",
 )
-@click.option("--exposures", default=400, show_default=True, type=click.IntRange(min=7),
-              help="Exposures in the sample archive.")
+@click.option(
+    "--exposures",
+    default=400,
+    show_default=True,
+    type=click.IntRange(min=7),
+    help="Exposures in the sample archive.",
+)
 @click.option("--seed", default=2026, show_default=True, help="Seed of the sample archive.")
 @click.option("--workers", type=click.IntRange(min=1), help="Local Dask workers (default: cores).")
 def demo(

@@ -39,7 +39,9 @@ def cli_markdown() -> str:
 
 def main_() -> int:
     wanted = {DOCS / "cli.md": cli_markdown(), DOCS / "schema.md": schema_markdown() + "\n"}
-    stale = [path.name for path, text in wanted.items() if not path.exists() or path.read_text() != text]
+    stale = [
+        path.name for path, text in wanted.items() if not path.exists() or path.read_text() != text
+    ]
     if "--check" in sys.argv:
         if stale:
             print(f"stale docs: {', '.join(stale)}; run python docs/update_docs.py")

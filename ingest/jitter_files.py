@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from astropy.io.fits import BinTableHDU, HDUList, ImageHDU
 
-from ingest.keywords import FileFormatError, KeywordReader, header_to_json
+from ingest.fits_blocks import FileFormatError, FitsHDU
+from ingest.keywords import KeywordReader, header_to_json
 from ingest.records import FileRecord, HeaderRecord, SampleBlock
 from models.tables import JIT_COLUMNS
 
@@ -52,12 +52,13 @@ def _primary_identity(primary: KeywordReader, expected_filetype: str) -> dict[st
 
 
 def _jitter_extensions(
-    hdul: HDUList, file_name: str, hdu_type: type
-) -> list[tuple[int, KeywordReader]]:
+    hdus: list[FitsHDU], file_name: str, xtension: str
+) -> list[tuple[FitsHDU, KeywordReader]]:
     """The 'jit' extensions in order, each checked for type, EXTNAME and EXPNAME."""
     extensions = []
-    for index, hdu in enumerate(hdul[1:], start=1):
-        reader = KeywordReader(hdu.header, file_name, index)
+    for hdu in hdus[1:]:
+        index = hdu.index
+        reader = KeywordReader(hdu.keywords, file_name, index)
         extname = reader.optional_str("EXTNAME")
         if extname is None:
             msg = f"{file_name} HDU {index}: no EXTNAME; every jitter extension has EXTNAME='jit'"
@@ -65,11 +66,11 @@ def _jitter_extensions(
         if extname.lower() != "jit":
             msg = f"{file_name} HDU {index}: EXTNAME = {extname!r}, expected 'jit'"
             raise FileFormatError(msg)
-        if not isinstance(hdu, hdu_type):
-            msg = f"{file_name} HDU {index}: a {type(hdu).__name__}, expected {hdu_type.__name__}"
+        if hdu.xtension != xtension:
+            msg = f"{file_name} HDU {index}: XTENSION = {hdu.xtension!r}, expected {xtension!r}"
             raise FileFormatError(msg)
         reader.required_str("EXPNAME")
-        extensions.append((index, reader))
+        extensions.append((hdu, reader))
     if not extensions:
         msg = f"{file_name}: no 'jit' extension: the file describes no exposure"
         raise FileFormatError(msg)
@@ -88,15 +89,15 @@ def _exposure_identity(ext: KeywordReader, asn: dict[str, Any], index: int) -> d
     }
 
 
-def _headers(hdul: HDUList, exposure_ids: dict[int, str]) -> list[HeaderRecord]:
+def _headers(hdus: list[FitsHDU], exposure_ids: dict[int, str]) -> list[HeaderRecord]:
     return [
         HeaderRecord(
-            hdu_index=index,
-            extname=(hdu.header.get("EXTNAME") or None) if index else None,
-            exposure_id=exposure_ids.get(index),
-            header=header_to_json(hdu.header),
+            hdu_index=hdu.index,
+            extname=(hdu.keywords.get("EXTNAME") or None) if hdu.index else None,
+            exposure_id=exposure_ids.get(hdu.index),
+            header=header_to_json(hdu.cards),
         )
-        for index, hdu in enumerate(hdul)
+        for hdu in hdus
     ]
 
 
@@ -164,30 +165,26 @@ def _jif_exposure(ext: KeywordReader) -> dict[str, Any]:
     }
 
 
-def parse_jif(hdul: HDUList, file_name: str) -> FileRecord:
+def parse_jif(hdus: list[FitsHDU], file_name: str) -> FileRecord:
     """A `_jif.fits` (FILETYPE='JIM'): association flags and per-exposure guiding keywords."""
-    primary = KeywordReader(hdul[0].header, file_name, 0)
+    primary = KeywordReader(hdus[0].keywords, file_name, 0)
     asn = _primary_identity(primary, "JIM")
     record = FileRecord(kind="jif", associations=[asn | _jif_association(primary)])
     exposure_ids = {}
-    for index, ext in _jitter_extensions(hdul, file_name, ImageHDU):
-        exposure = _exposure_identity(ext, asn, index) | _jif_exposure(ext)
-        exposure_ids[index] = exposure["exposure_id"]
+    for hdu, ext in _jitter_extensions(hdus, file_name, "IMAGE"):
+        exposure = _exposure_identity(ext, asn, hdu.index) | _jif_exposure(ext)
+        exposure_ids[hdu.index] = exposure["exposure_id"]
         record.exposures.append(exposure)
-    record.headers = _headers(hdul, exposure_ids)
+    record.headers = _headers(hdus, exposure_ids)
     return record
 
 
-def _table_columns(hdu: BinTableHDU, file_name: str, index: int) -> dict[str, np.ndarray]:
+def _table_columns(hdu: FitsHDU) -> dict[str, np.ndarray]:
     """The 28 JIT columns as native arrays, renamed to SQL names, fill values as NaN."""
-    data = hdu.data
-    present = set(hdu.columns.names)
+    assert hdu.table is not None
     columns: dict[str, np.ndarray] = {}
     for fits_name, sql_name, _, sql_type in JIT_COLUMNS:
-        if fits_name not in present:
-            msg = f"{file_name} HDU {index}: JIT column {fits_name!r} is missing"
-            raise FileFormatError(msg)
-        raw = data.field(fits_name)
+        raw = hdu.table[fits_name]
         if sql_type in ("float", "double"):
             values = raw.astype(np.float64)
             values[np.abs(values) > JIT_NULL_THRESHOLD] = np.nan
@@ -197,12 +194,12 @@ def _table_columns(hdu: BinTableHDU, file_name: str, index: int) -> dict[str, np
     return columns
 
 
-def _fill_rows(hdu: BinTableHDU) -> np.ndarray:
+def _fill_rows(hdu: FitsHDU) -> np.ndarray:
     """Rows where any positional/SI value is the 1.6e38 fill (TermAng's 1.6e36 does not count)."""
-    data = hdu.data
-    fill = np.zeros(len(data), dtype=bool)
+    assert hdu.table is not None
+    fill = np.zeros(len(hdu.table["Seconds"]), dtype=bool)
     for name in _POSITIONAL_COLUMNS:
-        fill |= np.abs(data.field(name)) > JIT_FILL_THRESHOLD
+        fill |= np.abs(hdu.table[name]) > JIT_FILL_THRESHOLD
     return fill
 
 
@@ -245,48 +242,49 @@ def jit_statistics(columns: dict[str, np.ndarray], fill: np.ndarray) -> dict[str
     }
 
 
-def _check_table_formats(hdu: BinTableHDU, file_name: str, index: int) -> None:
+def _check_table_formats(hdu: FitsHDU, file_name: str) -> None:
     for fits_name, _, _, sql_type in JIT_COLUMNS:
-        tform = hdu.columns[fits_name].format
-        is_float = str(tform)[-1] in _FLOAT_FORMATS
-        if is_float != (sql_type in ("float", "double")):
-            msg = f"{file_name} HDU {index}: JIT column {fits_name!r} has TFORM {tform!r}"
+        tform = hdu.tforms.get(fits_name)
+        if tform is None:
+            msg = f"{file_name} HDU {hdu.index}: JIT column {fits_name!r} is missing"
+            raise FileFormatError(msg)
+        if (tform[-1] in _FLOAT_FORMATS) != (sql_type in ("float", "double")):
+            msg = f"{file_name} HDU {hdu.index}: JIT column {fits_name!r} has TFORM {tform!r}"
             raise FileFormatError(msg)
 
 
-def parse_jit(hdul: HDUList, file_name: str) -> FileRecord:
+def parse_jit(hdus: list[FitsHDU], file_name: str) -> FileRecord:
     """A `_jit.fits` (FILETYPE='JTB'): every 3-s sample of every exposure, and its statistics."""
-    primary = KeywordReader(hdul[0].header, file_name, 0)
+    primary = KeywordReader(hdus[0].keywords, file_name, 0)
     asn = _primary_identity(primary, "JTB")
     record = FileRecord(kind="jit", associations=[asn])
     exposure_ids = {}
-    for index, ext in _jitter_extensions(hdul, file_name, BinTableHDU):
-        hdu = hdul[index]
-        _check_table_formats(hdu, file_name, index)
-        exposure = _exposure_identity(ext, asn, index)
-        columns = _table_columns(hdu, file_name, index)
+    for hdu, ext in _jitter_extensions(hdus, file_name, "BINTABLE"):
+        _check_table_formats(hdu, file_name)
+        exposure = _exposure_identity(ext, asn, hdu.index)
+        columns = _table_columns(hdu)
         exposure |= jit_statistics(columns, _fill_rows(hdu))
-        exposure_ids[index] = exposure["exposure_id"]
+        exposure_ids[hdu.index] = exposure["exposure_id"]
         record.exposures.append(exposure)
         record.samples.append(SampleBlock(exposure["exposure_id"], columns))
-    record.headers = _headers(hdul, exposure_ids)
+    record.headers = _headers(hdus, exposure_ids)
     return record
 
 
-def parse_asn(hdul: HDUList, file_name: str) -> FileRecord:
+def parse_asn(hdus: list[FitsHDU], file_name: str) -> FileRecord:
     """An `_asn.fits` table: names the 9-char science rootname of each member exposure."""
-    primary = KeywordReader(hdul[0].header, file_name, 0)
+    primary = KeywordReader(hdus[0].keywords, file_name, 0)
     filetype = primary.required_str("FILETYPE")
     if filetype != "ASN_TABLE":
         msg = f"{file_name} HDU 0: FILETYPE = {filetype!r}, expected 'ASN_TABLE'"
         raise FileFormatError(msg)
     asn_id = primary.required_str("ROOTNAME").lower()
-    if len(hdul) < 2 or not isinstance(hdul[1], BinTableHDU):
+    if len(hdus) < 2 or hdus[1].table is None:
         msg = f"{file_name}: no ASN table extension"
         raise FileFormatError(msg)
-    table = hdul[1].data
+    table = hdus[1].table
     for column in ("MEMNAME", "MEMTYPE"):
-        if column not in hdul[1].columns.names:
+        if column not in hdus[1].tforms:
             msg = f"{file_name} HDU 1: ASN column {column!r} is missing"
             raise FileFormatError(msg)
     proposid = primary.optional_int("PROPOSID")
@@ -297,7 +295,7 @@ def parse_asn(hdul: HDUList, file_name: str) -> FileRecord:
     exposure_ids = {}
     members = [
         (str(name).strip().lower(), str(memtype).strip())
-        for name, memtype in zip(table.field("MEMNAME"), table.field("MEMTYPE"), strict=True)
+        for name, memtype in zip(table["MEMNAME"], table["MEMTYPE"], strict=True)
     ]
     for member_index, (memname, _) in enumerate(
         (m for m in members if m[1].startswith("EXP")), start=1
@@ -312,5 +310,5 @@ def parse_asn(hdul: HDUList, file_name: str) -> FileRecord:
                 "proposid": proposid,
             }
         )
-    record.headers = _headers(hdul, {})
+    record.headers = _headers(hdus, {})
     return record

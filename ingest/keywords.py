@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from astropy.io.fits import Header
-from astropy.io.fits.card import Undefined
+from ingest.fits_blocks import FileFormatError
 
 __all__ = [
     "JIF_SENTINEL",
@@ -20,10 +20,6 @@ __all__ = [
 # acquisition failure); it must never reach a typed column as a number.
 JIF_SENTINEL = -32767
 _COMMENTARY = ("COMMENT", "HISTORY", "")
-
-
-class FileFormatError(ValueError):
-    """A file is not what its name promises: the message names the file, HDU and keyword."""
 
 
 def parse_hst_time(text: str) -> datetime | None:
@@ -47,42 +43,34 @@ def parse_hst_time(text: str) -> datetime | None:
 
 
 def _json_value(value: Any) -> Any:
-    if isinstance(value, Undefined):
-        return None
-    if isinstance(value, str):
-        return value.rstrip()
-    if isinstance(value, bool | int | float):
+    if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)
 
 
-def header_to_json(header: Header) -> dict[str, Any]:
-    """Every card of ``header`` as {KEYWORD: value}; COMMENT, HISTORY and blank cards as lists.
+def header_to_json(cards: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """Every card as {KEYWORD: value}; COMMENT, HISTORY and blank cards as lists of text.
 
     Values keep their raw form (sentinels included) so nothing a file says is lost.
     """
     result: dict[str, Any] = {}
-    for card in header.cards:
-        keyword = card.keyword
+    for keyword, value in cards:
         if keyword in _COMMENTARY:
-            result.setdefault(keyword, []).append(str(card.value).rstrip())
+            result.setdefault(keyword, []).append("" if value is None else str(value))
         else:
-            result[keyword] = _json_value(card.value)
+            result[keyword] = _json_value(value)
     return result
 
 
 class KeywordReader:
     """Typed access to one HDU's keywords; errors name the file, the HDU and the keyword."""
 
-    def __init__(self, header: Header, file_name: str, hdu_index: int) -> None:
-        self._header = header
+    def __init__(self, keywords: Mapping[str, Any], file_name: str, hdu_index: int) -> None:
+        self._keywords = keywords
         self.where = f"{file_name} HDU {hdu_index}"
 
     def _raw(self, keyword: str) -> Any:
-        value = self._header.get(keyword)
-        if value is None or isinstance(value, Undefined):
-            return None
-        return value
+        return self._keywords.get(keyword)
 
     def _fail(self, keyword: str, expected: str, value: Any) -> FileFormatError:
         return FileFormatError(f"{self.where}: keyword {keyword} = {value!r}, expected {expected}")

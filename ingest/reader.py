@@ -1,32 +1,28 @@
 """Turn one file on disk into a FileOutcome: identify, hash, parse, and explain any failure.
 
-This is the function Dask workers run; it reads each file exactly once (bytes in memory, then
-astropy on those bytes) and never raises for a bad file: the reason becomes the outcome.
+This is the function Dask workers run; it reads each file exactly once (bytes in memory, parsed
+in place) and never raises for a bad file: the reason becomes the outcome.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import os
 import re
-import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from astropy.io import fits
-
+from ingest.fits_blocks import FileFormatError, FitsHDU, read_hdus
 from ingest.jitter_files import parse_asn, parse_jif, parse_jit
-from ingest.keywords import FileFormatError
 from ingest.records import FileOutcome, FileRecord
 
 __all__ = ["PARSERS", "StoredFile", "product_kind", "read_file", "unchanged_on_disk"]
 
 FITS_BLOCK = 2880
-PARSERS: dict[str, Callable[[fits.HDUList, str], FileRecord]] = {
+PARSERS: dict[str, Callable[[list[FitsHDU], str], FileRecord]] = {
     "jif": parse_jif,
     "jit": parse_jit,
     "asn": parse_asn,
@@ -70,17 +66,6 @@ def _fits_bytes(raw: bytes, name: str) -> bytes:
     return raw
 
 
-def _parse(raw: bytes, kind: str, name: str) -> FileRecord:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with fits.open(io.BytesIO(raw), lazy_load_hdus=False, memmap=False) as hdul:
-            truncated = [w for w in caught if "truncated" in str(w.message)]
-            if truncated:
-                msg = f"{name}: truncated: {truncated[0].message}"
-                raise FileFormatError(msg)
-            return PARSERS[kind](hdul, name)
-
-
 def unchanged_on_disk(stored: StoredFile | None, size: int, mtime_ns: int) -> bool:
     """Size and mtime equal to an ingested file's: a nightly run need not even read it."""
     return (
@@ -116,7 +101,7 @@ def read_file(
         outcome.error = f"{name}: '{kind}' products are not ingested (hstmon reads jif, jit, asn)"
         return outcome
     try:
-        outcome.record = _parse(_fits_bytes(raw, name), kind, name)
+        outcome.record = PARSERS[kind](read_hdus(_fits_bytes(raw, name), name), name)
         outcome.status = "ingested"
     except FileFormatError as exc:
         outcome.status, outcome.error = "failed", str(exc)

@@ -112,3 +112,13 @@ def database_snapshot(engine: Engine) -> dict[str, list[tuple]]:
                 rows.append(tuple(values))
             snapshot[table] = sorted(rows, key=repr)
     return snapshot
+
+
+@pytest.fixture(scope="session")
+def synthetic_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded synthetic WFC3 archive (jitter files + truth.csv), shared read-only by tests."""
+    from ingest.synth import write_archive
+
+    directory = tmp_path_factory.mktemp("synthetic-archive")
+    write_archive(directory, n_exposures=600, seed=7)
+    return directory

@@ -26,7 +26,9 @@ def test_autogenerate_finds_nothing_to_migrate(database_url: str) -> None:
         )
         differences = compare_metadata(context, Base.metadata)
     engine.dispose()
-    assert differences == [], "models/ and migrations/ disagree: run alembic revision --autogenerate"
+    assert differences == [], (
+        "models/ and migrations/ disagree: run alembic revision --autogenerate"
+    )
 
 
 def test_upgrade_and_downgrade_round_trip(empty_database_url: str) -> None:
