@@ -1,4 +1,4 @@
-"""Seeded synthetic archive of WFC3 jitter file sets (JIF/JIT/ASN) with labelled guiding failures."""
+"""Seeded synthetic archive of WFC3 jitter file sets (JIF/JIT/ASN) with labelled failures."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from gzip import compress as gzip_compress
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,9 @@ class SyntheticExposure:
 
 # --- constants of the format -------------------------------------------------------------
 
-FILL = 1.6e38  # EDPS fill for "no guiding data"; float32 columns hold 1.59999999e38
-TERM_NA = np.float32(1.6e36)  # TermAng when the terminator angle does not apply
-SENTINEL = -32767.0  # GSSEPRMS / V2_RMS / V3_RMS after a guide-star acquisition failure
+_FILL = 1.6e38  # EDPS fill for "no guiding data"; float32 columns hold 1.59999999e38
+_TERM_NA = np.float32(1.6e36)  # TermAng when the terminator angle does not apply
+_SENTINEL = -32767.0  # GSSEPRMS / V2_RMS / V3_RMS after a guide-star acquisition failure
 _PIX_MAS = 2.0  # jitter image plate scale (XPIXINC/YPIXINC)
 _IMG = 64
 _SAMPLES_PER_S = 15.0  # jitter-image counts per second, as in the real ldfd01010 images
@@ -67,7 +68,8 @@ _MODE_RATES = {
 # One line per card, in the order EDPS writes them: "KEY FORMAT comment", "-" for a blank
 # card, "/ TITLE" for a section title card.  FORMAT: L logical, I integer, S<n> string padded
 # to n characters, F<d> fixed with d decimals, E<d> exponential, G Fortran-like general.
-# Keywords, comments, padding widths and section cards are those of the real EDPS files.
+# Keywords, comments, padding widths and section cards are those of the real EDPS files
+# (TARGNAME padded to 31 as EDPS has done since 2018; the 2017 ldfd01010 files pad to 30).
 
 _PRIMARY_HEAD = """
 SIMPLE L data conform to FITS standard
@@ -86,7 +88,7 @@ EQUINOX F1 equinox of celestial coord. system
 OPUS_VER S18 data processing software system version
 PDB_VER S18 Project Database version in use
 ROOTNAME S9 rootname of the observation set
-TARGNAME S30 proposer's target name
+TARGNAME S31 proposer's target name
 PROC_TYP S12 type of pipeline processing
 CONFIG S15 proposed instrument configuration
 PROPOSID I PEP proposal identifier
@@ -391,13 +393,13 @@ _FILLED_COLUMNS = (
 )  # fmt: skip
 _ASN_DTYPE = np.dtype([("MEMNAME", "S14"), ("MEMTYPE", "S14"), ("MEMPRSNT", "S1")])
 
-Card = tuple[str, str, str]  # keyword, format code, comment
+_Card = tuple[str, str, str]  # keyword, format code, comment
 
 
-def _parse_cards(spec: str) -> tuple[Card, ...]:
+def _parse_cards(spec: str) -> tuple[_Card, ...]:
     """Turn a template (see above) into (keyword, format, comment) triples."""
-    cards: list[Card] = []
-    for line in spec.strip().splitlines():
+    cards: list[_Card] = []
+    for line in filter(None, spec.splitlines()):
         if line == "-":
             cards.append(("", "-", ""))
         elif line.startswith("/ "):
@@ -408,8 +410,8 @@ def _parse_cards(spec: str) -> tuple[Card, ...]:
     return tuple(cards)
 
 
-def _column_cards() -> tuple[tuple[Card, ...], dict[str, str]]:
-    cards: list[Card] = []
+def _column_cards() -> tuple[tuple[_Card, ...], dict[str, str]]:
+    cards: list[_Card] = []
     values: dict[str, str] = {}
     for i, (name, form, unit, comment) in enumerate(_JIT_COLUMNS, start=1):
         cards += [
@@ -422,13 +424,13 @@ def _column_cards() -> tuple[tuple[Card, ...], dict[str, str]]:
 
 
 # Templates are parsed once at import; each file then only formats values into them.
-JIF_PRIMARY_CARDS = _parse_cards(_PRIMARY_HEAD + _JIF_PRIMARY_BODY)
-JIT_PRIMARY_CARDS = _parse_cards(_PRIMARY_HEAD + _JIT_PRIMARY_BODY)
-JIF_EXT_CARDS = _parse_cards(_JIF_EXT)
+_JIF_PRIMARY_CARDS = _parse_cards(_PRIMARY_HEAD + _JIF_PRIMARY_BODY)
+_JIT_PRIMARY_CARDS = _parse_cards(_PRIMARY_HEAD + _JIT_PRIMARY_BODY)
+_JIF_EXT_CARDS = _parse_cards(_JIF_EXT)
 _COLUMN_CARDS, _COLUMN_VALUES = _column_cards()
-JIT_EXT_CARDS = _parse_cards(_JIT_EXT_HEAD) + _COLUMN_CARDS
-ASN_PRIMARY_CARDS = _parse_cards(_ASN_PRIMARY)
-ASN_EXT_CARDS = _parse_cards(_ASN_EXT)
+_JIT_EXT_CARDS = _parse_cards(_JIT_EXT_HEAD) + _COLUMN_CARDS
+_ASN_PRIMARY_CARDS = _parse_cards(_ASN_PRIMARY)
+_ASN_EXT_CARDS = _parse_cards(_ASN_EXT)
 _PROBLEM = {card[0]: card for card in _parse_cards(_PROBLEM_CARDS)}
 
 _PRIMARY_CONST: dict[str, Any] = {
@@ -493,7 +495,7 @@ def _value_field(fmt: str, value: Any) -> str:
     return f"{text:>20}"
 
 
-def _render(cards: tuple[Card, ...], values: dict[str, Any]) -> list[str]:
+def _render(cards: tuple[_Card, ...], values: dict[str, Any]) -> list[str]:
     """Format values into 80-character card images following a template."""
     images = []
     for key, fmt, comment in cards:
@@ -588,18 +590,27 @@ class _Set:
         return f"i{self.program.code}{self.visit}010"
 
 
-def _program(rng: np.random.Generator, used: set[str], ids: set[int]) -> _Program:
-    """A program with a fresh base-36 code and PEP id; ids grow with time, as cycles do."""
+def _fresh_code(rng: np.random.Generator, used: set[str]) -> str:
     code = _IEPP[1:4]
     while code in used:
         code = "".join(rng.choice(list(_B36), size=3))
     used.add(code)
-    pid = 16748
+    return code
+
+
+def _fresh_proposid(frac: float, ids: set[int]) -> int:
+    """PEP ids grow with time, as cycles do: 15500 (2019) to 17999 (2026)."""
+    pid = 15500 + int(frac * 2500)
     while pid in ids:
-        pid = int(rng.integers(15500, 18000))
+        pid = 15500 + (pid - 15500 + 1) % 2500
     ids.add(pid)
+    return pid
+
+
+def _program(rng: np.random.Generator, code: str, pid: int) -> _Program:
+    """A program whose visits start near the date its PEP id implies."""
     frac = (pid - 15500) / 2500.0
-    start = min(max(frac * _SPAN_S + rng.normal(0, 0.05 * _SPAN_S), 0.0), 0.85 * _SPAN_S)
+    start = min(max(frac * _SPAN_S + rng.normal(0, 0.03 * _SPAN_S), 0.0), 0.85 * _SPAN_S)
     target = f"{rng.choice(_TARGETS)}{int(rng.integers(1, 9999))}"
     dec = float(np.degrees(np.arcsin(rng.uniform(-0.98, 0.98))))
     pi = (str(rng.choice(_SURNAMES)), str(rng.choice(_FIRSTNAMES)))
@@ -613,9 +624,9 @@ def _obs_codes(rng: np.random.Generator, n: int) -> list[str]:
     return [_B36[(first + step * i) // 36] + _B36[(first + step * i) % 36] for i in range(n)]
 
 
-def _iepp_set(rng: np.random.Generator, used: set[str], ids: set[int]) -> _Set:
+def _iepp_set(rng: np.random.Generator) -> _Set:
     """The IEPP01010 pattern: 7 UVIS exposures, guide-star acquisition fails for 4-7."""
-    prog = _program(rng, used, ids)
+    prog = _program(rng, _IEPP[1:4], 16748)
     # NGC 1898 in the LMC, the target of the real IEPP01010 visit.
     prog.targname, prog.ra, prog.dec = "NGC-1898", 79.1750, -69.6567
     prog.pi = ("Niederhofer", "Florian")
@@ -630,24 +641,25 @@ _SIZE_P = np.array([0.06, 0.2, 0.2, 0.2, 0.12, 0.08, 0.07, 0.07])  # 1..8 member
 
 def _plan_sets(n: int, rng: np.random.Generator) -> list[_Set]:
     """Programs with several visits each; exactly n exposures in total."""
-    used: set[str] = set()
-    ids: set[int] = set()
+    # 'epp' / 16748 belong to the real IEPP01010 pattern, used only when it fits.
+    used: set[str] = {_IEPP[1:4]}
+    ids: set[int] = {16748}
     sets: list[_Set] = []
     remaining = n
     if n >= 7:
-        sets.append(_iepp_set(rng, used, ids))
+        sets.append(_iepp_set(rng))
         remaining -= 7
-    else:
-        used.add(_IEPP[1:4])  # keep 'epp' / 16748 reserved for the real pattern
-        ids.add(16748)
+    # Golden-ratio steps spread even a few programs evenly over 2019-2026.
+    frac = rng.random()
     while remaining > 0:
-        prog = _program(rng, used, ids)
+        frac = (frac + 0.6180339887) % 1.0
+        prog = _program(rng, _fresh_code(rng, used), _fresh_proposid(frac, ids))
         config_bias = rng.uniform(0.4, 0.9)
         for visit in range(1, int(rng.integers(2, 7)) + 1):
             if remaining == 0:
                 break
-            # The first generated set is lone so every archive has one, as in ldngz2szj.
-            lone = len(sets) <= 1 or rng.random() < 0.15
+            # Every archive gets at least one lone exposure (like ldngz2szj), then 15% of sets.
+            lone = not any(x.lone for x in sets) or rng.random() < 0.15
             size = 1 if lone else int(rng.choice(8, p=_SIZE_P)) + 1
             size = min(size, remaining)
             config = "WFC3/UVIS" if rng.random() < config_bias else "WFC3/IR"
@@ -683,8 +695,8 @@ def _assign_modes(sets: list[_Set], rng: np.random.Generator) -> None:
 def _window(e: _Exposure, lone: bool, rng: np.random.Generator) -> None:
     """Observation-window length and JIT cadence for the exposure's mode."""
     if e.mode == "gyro_drift":
-        # A 1-5 mas/s gyro drift that adds up to tens of mas: short exposures.
-        e.window_s = int(np.clip(rng.uniform(20, 90) / rng.uniform(1, 5), 12, 90))
+        # A 1-5 mas/s gyro drift that adds up to tens of mas needs a short exposure.
+        e.window_s = int(np.clip(rng.uniform(30, 150) / rng.uniform(1, 5), 20, 120))
     elif lone and e.mode == "nominal" and rng.random() < 0.25:
         # Acquisition-like exposure: 0.05-s rows, as in ldngz2szj_jit.
         e.cadence_s, e.window_s = 0.05, int(rng.integers(1, 3))
@@ -699,7 +711,7 @@ def _schedule(s: _Set, rng: np.random.Generator) -> None:
         t0 = (datetime(2022, 3, 1) - _EPOCH).total_seconds() + rng.uniform(0, 40 * 86400)
     else:
         t0 = prog.start_s + rng.uniform(0, 400 * 86400)
-    orbit = int(min(t0, _SPAN_S - 2 * 86400))
+    orbit = int(min(t0, _SPAN_S - 6 * 86400))  # files processed by the end of 2026
     vis_end = orbit + rng.uniform(2900, 3300)
     t = orbit + rng.uniform(200, 420)
     acq: int | None = int(t)
@@ -721,3 +733,518 @@ def _schedule(s: _Set, rng: np.random.Generator) -> None:
     s.dither = [(float(x), float(y)) for x, y in rng.normal(0, 0.5, (len(s.members), 2))]
 
 
+# --- per-set context: guide stars, aperture, orbit geometry, processing time -------------
+
+
+def _offset_star(ra: float, dec: float, rng: np.random.Generator) -> tuple[float, float]:
+    """A guide star 8-14 arcmin from the target, in a random direction (small-angle)."""
+    r, pa = rng.uniform(8, 14) / 60.0, rng.uniform(0, 2 * np.pi)
+    star_dec = dec + r * math.cos(pa)
+    return (ra + r * math.sin(pa) / math.cos(math.radians(star_dec))) % 360.0, star_dec
+
+
+def _separation_arcsec(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
+    d1, d2, dra = math.radians(dec1), math.radians(dec2), math.radians(ra2 - ra1)
+    hav = math.sin((d2 - d1) / 2) ** 2 + math.cos(d1) * math.cos(d2) * math.sin(dra / 2) ** 2
+    return math.degrees(2 * math.asin(math.sqrt(hav))) * 3600.0
+
+
+def _guide_star_id(rng: np.random.Generator) -> str:
+    """GSC-2-like id, e.g. 'S6VG000068'."""
+    head = "".join(rng.choice(list(_B36.upper()), size=4))
+    return f"{head}{int(rng.integers(0, 1000)):06d}"
+
+
+def _set_context(s: _Set, rng: np.random.Generator) -> dict[str, Any]:
+    """Keywords and parameters shared by every exposure of a set."""
+    prog = s.program
+    dom, rol = (str(f) for f in rng.permutation(["1", "2", "3"])[:2])
+    gsd, gsr = _offset_star(prog.ra, prog.dec, rng), _offset_star(prog.ra, prog.dec, rng)
+    aperture, v2, v3 = _APERTURES[s.config][int(rng.integers(len(_APERTURES[s.config])))]
+    end = max(e.start_s + e.window_s for e in s.members)
+    proc = end + rng.uniform(0.3, 3.0) * 86400
+    proc_dt = _EPOCH + timedelta(seconds=int(proc))
+    letter = "ab"[int(rng.integers(2))]
+    return {
+        "GSD_ID": _guide_star_id(rng), "GSD_RA": gsd[0], "GSD_DEC": gsd[1],
+        "GSD_MAG": rng.uniform(10.0, 14.5), "GSD_FGS": dom,
+        "GSR_ID": _guide_star_id(rng), "GSR_RA": gsr[0], "GSR_DEC": gsr[1],
+        "GSR_MAG": rng.uniform(10.0, 14.5), "GSR_FGS": rol,
+        "PREDGSEP": _separation_arcsec(*gsd, *gsr),
+        "APERTURE": aperture, "APER_V2": v2, "APER_V3": v3,
+        "PROCTIME": _hst_time(proc), "DATE": proc_dt.strftime("%Y-%m-%d"),
+        "OPUS_VER": f"HSTDP {proc_dt.year}_{(proc_dt.month - 1) // 3 + 1}{letter}",
+        "fgs_dom": _fgs_position(dom, rng), "fgs_roll": _fgs_position(rol, rng),
+        "geo": _geometry_params(rng), "gssep_bias": rng.uniform(0.05, 0.3),
+    }  # fmt: skip
+
+
+def _fgs_position(fgs: str, rng: np.random.Generator) -> tuple[float, float]:
+    """Guide-star position in the V2/V3 frame (arcsec), somewhere in that FGS's pickle."""
+    v2, v3 = _FGS_V[fgs]
+    return v2 + rng.uniform(-60, 60), v3 + rng.uniform(-60, 60)
+
+
+def _geometry_params(rng: np.random.Generator) -> dict[str, float]:
+    params = {
+        "phase": rng.uniform(0, 2 * np.pi), "zen0": rng.uniform(40, 60),
+        "zen_amp": rng.uniform(15, 30), "zen_phase": rng.uniform(0, 2 * np.pi),
+        "lon0": rng.uniform(0, 360), "limb_phase": rng.uniform(0, 2 * np.pi),
+    }  # fmt: skip
+    for i in range(3):
+        params[f"mag{i}"] = rng.uniform(-0.15, 0.15)
+        params[f"magp{i}"] = rng.uniform(0, 2 * np.pi)
+    return params
+
+
+# --- per-exposure simulation -------------------------------------------------------------
+
+
+@dataclass
+class _Simulated:
+    table: NDArray[Any]  # JIT rows, big-endian FITS record layout
+    image: NDArray[np.int32]  # JIF 64x64 jitter histogram
+    header: dict[str, Any]  # extension keywords shared by JIF and JIT
+    problems: dict[str, Any]  # cards after the PROBLEM FLAGS title, only when present
+    n_fill: int
+
+
+def _seconds(e: _Exposure) -> NDArray[np.float32]:
+    """Row times from the window start: 2.95, 5.95, ... and a short last row at W - 0.05 s."""
+    if e.cadence_s < 1:
+        return (np.arange(round(e.window_s / e.cadence_s) + 1) * e.cadence_s).astype(np.float32)
+    last = e.window_s - 0.05
+    secs = 2.95 + 3.0 * np.arange(int((last - 2.95) // 3.0) + 1)
+    if last - secs[-1] > 1e-6:
+        secs = np.append(secs, last)
+    return secs.astype(np.float32)
+
+
+def _wander(t: NDArray[np.float64], rng: np.random.Generator) -> NDArray[np.float64]:
+    """Unit-variance slow wander: three random sinusoids plus white noise."""
+    periods = rng.uniform(60, 900, 3)
+    phases = rng.uniform(0, 2 * np.pi, 3)
+    wave = np.sin(2 * np.pi * t[:, None] / periods + phases).sum(axis=1) / math.sqrt(1.5)
+    return 0.8 * wave + 0.6 * rng.standard_normal(t.size)
+
+
+def _jitter(e: _Exposure, t: NDArray[np.float64], rng: np.random.Generator) -> dict[str, Any]:
+    """Per-row SI_V2_* / SI_V3_* values, in mas."""
+    n = t.size
+    high = e.mode == "high_jitter"
+    si: dict[str, Any] = {}
+    for axis in ("V2", "V3"):
+        amp = rng.uniform(4, 12) if high else rng.uniform(0.5, 2.0)
+        base = rng.uniform(16, 30) if high else rng.uniform(2.0, 3.0)
+        si[f"{axis}_AVG"] = rng.normal(0, 1.5) + amp * _wander(t, rng)
+        rms = base * rng.lognormal(0, 0.15, n)
+        if e.cadence_s < 1:  # one 40-Hz sample per row leaves no spread within a row
+            rms = np.zeros(n)
+        si[f"{axis}_RMS"] = rms
+        si[f"{axis}_P2P"] = rms * rng.uniform(3.5, 4.6, n)
+    if e.mode == "gyro_drift":
+        rate, angle = rng.uniform(1, 5), rng.uniform(0, 2 * np.pi)  # mas/s, drift direction
+        si["V2_AVG"] = si["V2_AVG"] + rate * math.sin(angle) * (t - t.mean())
+        si["V3_AVG"] = si["V3_AVG"] + rate * math.cos(angle) * (t - t.mean())
+    return si
+
+
+def _bad_rows(e: _Exposure, n: int, rng: np.random.Generator) -> tuple[Any, Any, list[int]]:
+    """(rows holding fill, rows with TakeData=0, lengths of the loss-of-lock spans)."""
+    fill = np.zeros(n, bool)
+    down = np.zeros(n, bool)
+    spans: list[int] = []
+    if e.mode == "gs_acq_failure":
+        fill[:] = True
+    elif e.mode == "loss_of_lock":
+        k = 2 if rng.random() < 0.2 and n >= 30 else 1
+        edges = np.linspace(int(0.1 * n), int(0.9 * n), k + 1).astype(int)
+        for a, b in pairwise(edges):
+            length = max(2, int(n * rng.uniform(0.08, 0.25) / k))
+            start = int(rng.integers(a, max(a + 1, b - length)))
+            fill[start : start + length] = True
+            spans.append(length)
+    elif e.mode == "tdf_down":
+        # The guide star is held, but the flag came up late or dropped early.
+        length = max(2, int(n * rng.uniform(0.12, 0.4)))
+        start = 0 if rng.random() < 0.5 else n - length
+        down[start : start + length] = True
+    return fill, down | fill, spans
+
+
+def _geometry(t_abs: NDArray[np.float64], geo: dict[str, float]) -> dict[str, Any]:
+    """Orbit-driven columns: limb and zenith angles, sub-satellite point, magnetic field."""
+    phase = 2 * np.pi * t_abs / _ORBIT_S + geo["phase"]
+    zenith = geo["zen0"] - geo["zen_amp"] * np.cos(phase - geo["zen_phase"])
+    cols = {
+        "LOS_Zenith": zenith,
+        "LimbAng": 112.7 - zenith,  # the limb sits ~112.7 deg from zenith at 540 km
+        "Latitude": 28.47 * np.sin(phase),
+        "Longitude": (geo["lon0"] + 360.0 * t_abs * (1 / _ORBIT_S - 1 / 86164.1)) % 360.0,
+        "BrightLimb": (np.cos(phase - geo["limb_phase"]) > 0).astype(np.int16),
+    }
+    for i, axis in enumerate(("V1", "V2", "V3")):
+        mag = geo[f"mag{i}"] + 0.2 * np.sin(phase + geo[f"magp{i}"])
+        cols[f"Mag_{axis}"] = np.round(mag / 0.0048) * 0.0048  # magnetometer quantum
+    return cols
+
+
+def _aperture_pointing(s: _Set, idx: int) -> tuple[float, float]:
+    """Target position plus the member's dither offset (arcsec)."""
+    dx, dy = s.dither[idx]
+    dec = s.program.dec + dy / 3600.0
+    return (s.program.ra + dx / 3600.0 / math.cos(math.radians(dec))) % 360.0, dec
+
+
+def _positions(table: NDArray[Any], si: dict[str, Any], s: _Set, idx: int,
+               ctx: dict[str, Any], rng: np.random.Generator) -> None:  # fmt: skip
+    """FGS positions, SI jitter (arcsec) and aperture RA/DEC/Roll that follow the jitter."""
+    n = table.size
+    for axis in ("V2", "V3"):
+        for stat in ("AVG", "RMS", "P2P"):
+            table[f"SI_{axis}_{stat}"] = si[f"{axis}_{stat}"] / 1000.0
+    for which in ("dom", "roll"):
+        v2, v3 = ctx[f"fgs_{which}"]
+        table[f"V2_{which}"] = v2 + (si["V2_AVG"] + rng.normal(0, 0.5, n)) / 1000.0
+        table[f"V3_{which}"] = v3 + (si["V3_AVG"] + rng.normal(0, 0.5, n)) / 1000.0
+    ra0, dec0 = _aperture_pointing(s, idx)
+    roll = math.radians(s.roll)
+    east = (si["V3_AVG"] * math.sin(roll) - si["V2_AVG"] * math.cos(roll)) / 3.6e6
+    north = (si["V3_AVG"] * math.cos(roll) + si["V2_AVG"] * math.sin(roll)) / 3.6e6
+    table["RA"] = ra0 + east / math.cos(math.radians(dec0))
+    table["DEC"] = dec0 + north
+    table["Roll"] = s.roll + rng.normal(0, 3e-5, n)
+
+
+def _jit_table(s: _Set, idx: int, si: dict[str, Any], fill: Any, down: Any,
+               ctx: dict[str, Any], rng: np.random.Generator) -> NDArray[Any]:  # fmt: skip
+    e = s.members[idx]
+    secs = _seconds(e)
+    table = np.zeros(secs.size, _JIT_DTYPE)
+    table["Seconds"] = secs
+    _positions(table, si, s, idx, ctx, rng)
+    for name, values in _geometry(e.start_s + secs.astype(np.float64), ctx["geo"]).items():
+        table[name] = values
+    # The terminator angle is only defined early on; afterwards EDPS writes 1.6e36.
+    valid_term = int(secs.size * rng.uniform(0, 0.5))
+    table["TermAng"] = _TERM_NA
+    table["TermAng"][:valid_term] = table["LimbAng"][:valid_term] + 0.01
+    table["TakeData"] = (~down).astype(np.int16)
+    table["Recenter"][np.flatnonzero(np.diff(fill.astype(np.int8)) == -1) + 1] = 1
+    for name in _FILLED_COLUMNS:
+        table[name][fill] = _FILL  # the float32 columns round it to 1.59999999e38
+    return table
+
+
+def _jitter_image(si: dict[str, Any], good: Any, cadence: float,
+                  rng: np.random.Generator) -> NDArray[np.int32]:  # fmt: skip
+    """64x64 histogram of the jitter excursions about the mean, 2 mas per pixel."""
+    image = np.zeros(_IMG * _IMG, np.int64)
+    if not good.any():
+        return image.reshape(_IMG, _IMG).astype(np.int32)
+    per_row = max(1, round(_SAMPLES_PER_S * cadence))
+    total = int(good.sum()) * per_row
+    v = []
+    for axis in ("V2", "V3"):
+        avg, rms = si[f"{axis}_AVG"][good], si[f"{axis}_RMS"][good]
+        v.append(np.repeat(avg - avg.mean(), per_row)
+                 + np.repeat(rms, per_row) * rng.standard_normal(total))  # fmt: skip
+    # Image +x lies 135 deg and +y 45 deg from +V3 towards +V2 (BETA_1, BETA_2).
+    h = math.sqrt(0.5) / _PIX_MAS
+    x = np.floor(31.5 + h * (v[0] - v[1])).astype(np.int64)
+    y = np.floor(31.5 + h * (v[0] + v[1])).astype(np.int64)
+    inside = (x >= 0) & (x < _IMG) & (y >= 0) & (y < _IMG)
+    image += np.bincount(y[inside] * _IMG + x[inside], minlength=_IMG * _IMG)
+    return image.reshape(_IMG, _IMG).astype(np.int32)
+
+
+def _guide_act(mode: str, rng: np.random.Generator) -> str:
+    if mode == "gs_acq_failure":
+        return "GYRO"
+    if mode == "gyro_drift":
+        return "FINE LOCK/GYRO" if rng.random() < 0.6 else "GYRO"
+    return "FINE LOCK"
+
+
+def _jitter_summary(si: dict[str, Any], ok: Any, table: NDArray[Any], ctx: dict[str, Any],
+                    rng: np.random.Generator) -> dict[str, Any]:  # fmt: skip
+    """V2/V3 RMS and P2P (mas), guide-star separation and mean pointing of the guided rows."""
+    values: dict[str, Any] = {}
+    for axis in ("V2", "V3"):
+        avg, rms, p2p = (si[f"{axis}_{k}"][ok] for k in ("AVG", "RMS", "P2P"))
+        # EDPS works from the 40-Hz samples, so its value sits ~10% off this 3-s estimate.
+        estimate = math.sqrt(avg.var() + np.mean(rms**2))
+        values[f"{axis}_RMS"] = round(estimate * rng.uniform(0.95, 1.12), 1)
+        spread = (avg + p2p / 2).max() - (avg - p2p / 2).min()
+        values[f"{axis}_P2P"] = round(float(spread) * rng.uniform(1.0, 1.3), 1)
+    high = max(values["V2_RMS"], values["V3_RMS"]) > 10
+    values["GSSEPRMS"] = round(rng.uniform(2.0, 6.0) if high else rng.uniform(0.5, 1.2), 1)
+    values["ACTGSSEP"] = ctx["PREDGSEP"] + ctx["gssep_bias"] + rng.normal(0, 0.002)
+    values["RA_AVG"] = float(table["RA"][ok].mean())
+    values["DEC_AVG"] = float(table["DEC"][ok].mean())
+    values["ROLL_AVG"] = float(table["Roll"][ok].mean())
+    return values
+
+
+def _failed_summary(s: _Set, idx: int) -> dict[str, Any]:
+    """No guide star, no jitter: EDPS writes -32767; pointing falls back to the plan."""
+    ra0, dec0 = _aperture_pointing(s, idx)
+    return {
+        "GSSEPRMS": _SENTINEL, "V2_RMS": _SENTINEL, "V3_RMS": _SENTINEL,
+        "V2_P2P": _SENTINEL, "V3_P2P": _SENTINEL, "ACTGSSEP": 0.0,
+        "RA_AVG": ra0, "DEC_AVG": dec0, "ROLL_AVG": s.roll,
+    }  # fmt: skip
+
+
+def _cd_matrix(roll_deg: float) -> dict[str, float]:
+    """2 mas/px image rotated by 315 deg - roll, the orientation of the real jitter images."""
+    theta = math.radians(315.0 - roll_deg)
+    scale = _PIX_MAS / 3.6e6
+    c, s = scale * math.cos(theta), scale * math.sin(theta)
+    return {"CD1_1": c, "CD1_2": -s, "CD2_1": s, "CD2_2": c}
+
+
+def _ext_values(s: _Set, idx: int, table: NDArray[Any], spans: list[int],
+                rng: np.random.Generator) -> dict[str, Any]:  # fmt: skip
+    """Extension keywords that do not depend on the jitter statistics."""
+    e = s.members[idx]
+    year_s = 365.25 * 86400
+    return {
+        "EXTVER": idx + 1,
+        "ROOTNAME": s.asn_id.ljust(34) if s.lone else s.asn_id,
+        "EXPNAME": f"i{s.program.code}{s.visit}{e.obs}j",
+        "ASN_MTYP": "NONE" if s.lone else "EXP-DTH",
+        "OBSET_ID": s.visit.upper(),
+        "OBSERVTN": e.obs.upper(),
+        "STARTIME": _hst_time(e.start_s),
+        "ENDTIME": _hst_time(e.start_s + e.window_s),
+        "GSACQ": "" if e.gsacq_s is None else _hst_time(e.gsacq_s),
+        "SHADOEXT": _hst_time(e.orbit_start_s - 2400 - e.orbit_start_s % 600),
+        "SHADOENT": _hst_time(e.orbit_start_s + 1200 + e.orbit_start_s % 900),
+        # HST's orbit decays by a few km a year: a slow trend for the monitor to show.
+        "ALTITUDE": 541.0 - 4.5 * e.start_s / year_s + rng.uniform(-6, 6),
+        "LOS_SUN": rng.uniform(50, 178),
+        "LOS_MOON": rng.uniform(10, 170),
+        "LOS_SCV": rng.uniform(0, 180),
+        "LOS_LIMB": float(table["LimbAng"].mean()),
+        "NLOSSES": len(spans),
+        "LOCKLOSS": 3.0 * sum(spans),
+        "NRECENT": len(spans),  # the FGS recentres after each re-acquisition
+        "RECENTR": float(sum(rng.uniform(2, 6) for _ in spans)),
+        "GUIDEACT": _guide_act(e.mode, rng),
+    }
+
+
+def _simulate(s: _Set, idx: int, ctx: dict[str, Any], rng: np.random.Generator) -> _Simulated:
+    """JIT rows, JIF image and extension keywords of one exposure."""
+    e = s.members[idx]
+    t = _seconds(e).astype(np.float64)
+    si = _jitter(e, t, rng)
+    fill, down, spans = _bad_rows(e, t.size, rng)
+    table = _jit_table(s, idx, si, fill, down, ctx, rng)
+    header = _ext_values(s, idx, table, spans, rng)
+    ok = ~fill
+    header |= _jitter_summary(si, ok, table, ctx, rng) if ok.any() else _failed_summary(s, idx)
+    header |= {"CRVAL1": header["RA_AVG"] + rng.normal(0, 2e-7),
+               "CRVAL2": header["DEC_AVG"] + rng.normal(0, 2e-7)}  # fmt: skip
+    header |= _cd_matrix(header["ROLL_AVG"])
+    image = _jitter_image(si, ~down, e.cadence_s, rng)
+    header |= {"DATAMIN": 0.0, "DATAMAX": float(image.max())}
+    problems = {"gs_acq_failure": {"GSFAIL": "NOLOCK"}, "tdf_down": {"TDF-DOWN": True}}
+    return _Simulated(table, image, header, problems.get(e.mode, {}), int(fill.sum()))
+
+
+# --- per-set headers and files -----------------------------------------------------------
+
+
+def _summary(sims: list[_Simulated]) -> dict[str, Any]:
+    """Primary keywords that summarise the extensions, as EDPS does."""
+    hdrs = [sim.header for sim in sims]
+    guided = [h for h in hdrs if h["V2_RMS"] != _SENTINEL] or hdrs
+    seps = [h["ACTGSSEP"] for h in hdrs]
+
+    def worst(key: str) -> float:
+        return max(h[key] for h in guided)
+
+    def quadratic_mean(key: str) -> float:
+        vals = [h[key] for h in guided]
+        return _SENTINEL if _SENTINEL in vals else math.sqrt(sum(v * v for v in vals) / len(vals))
+
+    return {
+        "MGSSPRMS": worst("GSSEPRMS"), "MV2_P2P": worst("V2_P2P"), "MV3_P2P": worst("V3_P2P"),
+        "TV2_RMS": quadratic_mean("V2_RMS"), "TV3_RMS": quadratic_mean("V3_RMS"),
+        "TRA_AVG": round(sum(h["RA_AVG"] for h in guided) / len(guided), 9),
+        "TDEC_AVG": round(sum(h["DEC_AVG"] for h in guided) / len(guided), 9),
+        "TROLLAVG": round(sum(h["ROLL_AVG"] for h in guided) / len(guided), 9),
+        "TNLOSSES": sum(h["NLOSSES"] for h in hdrs),
+        "TLOCKLOS": sum(h["LOCKLOSS"] for h in hdrs),
+        "TNRECENT": sum(h["NRECENT"] for h in hdrs),
+        "TRECENTR": sum(h["RECENTR"] for h in hdrs),
+        # T_GDACT: every exposure guided in the commanded mode (GUIDEACT == GUIDECMD).
+        "T_GDACT": all(h["GUIDEACT"] == _PRIMARY_CONST["GUIDECMD"] for h in hdrs),
+        "T_ACTGSP": max(seps) - min(seps) < 0.01,
+        "T_GSFAIL": any("GSFAIL" in sim.problems for sim in sims),
+        "T_TDFDWN": any("TDF-DOWN" in sim.problems for sim in sims),
+    }  # fmt: skip
+
+
+def _primary_values(s: _Set, ctx: dict[str, Any], sims: list[_Simulated]) -> dict[str, Any]:
+    """Keywords of the JIF primary; the JIT primary uses the leading subset."""
+    name = s.asn_id
+    members = s.members
+    values = _PRIMARY_CONST | {
+        "NEXTEND": len(members), "DATE": ctx["DATE"], "OPUS_VER": ctx["OPUS_VER"],
+        "TARGNAME": s.program.targname, "CONFIG": s.config, "PROPOSID": s.program.proposid,
+        "PROGRMID": s.program.code.upper(),
+        "TSTRTIME": _hst_time(members[0].start_s),
+        "TENDTIME": _hst_time(members[-1].start_s + members[-1].window_s),
+    }  # fmt: skip
+    values |= {k: ctx[k] for k in ("GSD_ID", "GSD_RA", "GSD_DEC", "GSD_MAG", "GSD_FGS",
+                                   "GSR_ID", "GSR_RA", "GSR_DEC", "GSR_MAG", "GSR_FGS",
+                                   "PREDGSEP")}  # fmt: skip
+    values |= _summary(sims)
+    if s.lone:  # padding as in the real lone-exposure file ldngz2szj_jit
+        values |= {"ROOTNAME": name.ljust(12), "ASN_ID": "NONE".ljust(10),
+                   "ASN_TAB": "NONE".ljust(23), "ASN_STAT": "NONE", "ASN_PROD": False}  # fmt: skip
+    else:
+        values |= {"ROOTNAME": name, "ASN_ID": name, "ASN_TAB": f"{name}_asn.fits",
+                   "ASN_STAT": "COMPLETE", "ASN_PROD": True}  # fmt: skip
+    return values
+
+
+def _filename(s: _Set, suffix: str) -> str:
+    """Primary FILENAME: EDPS writes '_jif.fits' into association jit files too."""
+    if s.lone:
+        return f"{s.asn_id}_{suffix}.fits".ljust(39)
+    return f"{s.asn_id}_jif.fits"
+
+
+def _jif_bytes(s: _Set, primary: dict[str, Any], sims: list[_Simulated]) -> bytes:
+    head = primary | {"FILETYPE": "JIM", "FILENAME": _filename(s, "jif")}
+    parts = [_hdu_bytes(_render(_JIF_PRIMARY_CARDS, head))]
+    for sim in sims:
+        cards = _render(_JIF_EXT_CARDS, _JIF_EXT_CONST | sim.header)
+        cards += _render(tuple(_PROBLEM[k] for k in sim.problems), sim.problems)
+        parts.append(_hdu_bytes(cards, sim.image.astype(">i4").tobytes()))
+    return b"".join(parts)
+
+
+def _jit_bytes(s: _Set, primary: dict[str, Any], sims: list[_Simulated],
+               ctx: dict[str, Any]) -> bytes:  # fmt: skip
+    head = primary | {"FILETYPE": "JTB", "FILENAME": _filename(s, "jit")}
+    parts = [_hdu_bytes(_render(_JIT_PRIMARY_CARDS, head))]
+    for sim in sims:
+        values = _JIT_EXT_CONST | sim.header | {"NAXIS2": sim.table.size,
+                                                "PROCTIME": ctx["PROCTIME"]}  # fmt: skip
+        parts.append(_hdu_bytes(_render(_JIT_EXT_CARDS, values), sim.table.tobytes()))
+    return b"".join(parts)
+
+
+def _asn_bytes(s: _Set, ctx: dict[str, Any]) -> bytes:
+    """The association table: members as EXP-DTH, then the PROD-DTH product row."""
+    name = s.asn_id
+    prog = s.program
+    primary = _ASN_PRIMARY_CONST | {
+        "DATE": ctx["DATE"], "FILENAME": f"{name}_asn.fits".ljust(39),
+        "ROOTNAME": name.ljust(34), "TARGNAME": prog.targname, "RA_TARG": prog.ra,
+        "DEC_TARG": prog.dec, "PROPOSID": prog.proposid,
+        "LINENUM": f"{s.visit}.{int(s.members[0].obs, 36) % 1000:03d}".ljust(15),
+        "PR_INV_L": prog.pi[0], "PR_INV_F": prog.pi[1],
+        "DETECTOR": s.config.split("/")[1], "ASN_ID": name.ljust(10),
+        "ASN_TAB": f"{name}_asn.fits".ljust(23),
+    }  # fmt: skip
+    rows = np.zeros(len(s.members) + 1, _ASN_DTYPE)
+    members = [f"i{prog.code}{s.visit}{e.obs}q" for e in s.members]
+    rows["MEMNAME"] = [m.upper() for m in [*members, name]]
+    rows["MEMTYPE"] = ["EXP-DTH"] * len(s.members) + ["PROD-DTH"]
+    rows["MEMPRSNT"] = b"T"
+    ext = _ASN_EXT_CONST | {"NAXIS2": rows.size, "ROOTNAME": name.ljust(34),
+                            "EXPNAME": name.ljust(25)}  # fmt: skip
+    return _hdu_bytes(_render(_ASN_PRIMARY_CARDS, primary)) + _hdu_bytes(
+        _render(_ASN_EXT_CARDS, ext), rows.tobytes()
+    )
+
+
+def _write_set(s: _Set, out_dir: Path, compress: bool,
+               rng: np.random.Generator) -> list[SyntheticExposure]:  # fmt: skip
+    """Simulate one visit's exposures, write its files and return their truth."""
+    ctx = _set_context(s, rng)
+    sims = [_simulate(s, i, ctx, rng) for i in range(len(s.members))]
+    for sim in sims:
+        sim.header["PROCTIME"] = ctx["PROCTIME"]
+        sim.header |= {k: ctx[k] for k in ("APERTURE", "APER_V2", "APER_V3")}
+    primary = _primary_values(s, ctx, sims)
+    folder = out_dir / str(s.program.proposid) / s.asn_id
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_file(folder / f"{s.asn_id}_jif.fits", _jif_bytes(s, primary, sims), compress)
+    _write_file(folder / f"{s.asn_id}_jit.fits", _jit_bytes(s, primary, sims, ctx), compress)
+    if not s.lone:
+        _write_file(folder / f"{s.asn_id}_asn.fits", _asn_bytes(s, ctx), compress)
+    return [_truth(s, i, sim) for i, sim in enumerate(sims)]
+
+
+def _truth(s: _Set, idx: int, sim: _Simulated) -> SyntheticExposure:
+    exposure_id = f"i{s.program.code}{s.visit}{s.members[idx].obs}"
+    return SyntheticExposure(
+        exposure_id=exposure_id,
+        asn_id=s.asn_id,
+        jitter_name=exposure_id + "j",
+        rootname=None if s.lone else exposure_id + "q",
+        proposid=s.program.proposid,
+        config=s.config,
+        mode=s.members[idx].mode,
+        member_index=idx + 1,
+        n_samples=int(sim.table.size),
+        n_fill=sim.n_fill,
+    )
+
+
+# --- public API --------------------------------------------------------------------------
+
+_TRUTH_FIELDS = tuple(f.name for f in fields(SyntheticExposure))
+_INT_FIELDS = ("proposid", "member_index", "n_samples", "n_fill")
+
+
+def write_archive(
+    out_dir: Path, n_exposures: int = 200, seed: int = 0, *, gzip: bool = True
+) -> list[SyntheticExposure]:
+    """Write exactly n_exposures exposures as JIF/JIT(/ASN) sets and their truth table.
+
+    Files go to ``out_dir/<proposid>/<asn_id>/<asn_id>_{jif,jit,asn}.fits[.gz]`` (a lone
+    exposure has no ``_asn`` file and its set is named by its 9-character jitter name), and
+    ``out_dir/truth.csv`` holds one row per exposure with the `SyntheticExposure` fields.
+    The same seed gives byte-identical files: nothing depends on the clock, and gzip members
+    carry mtime 0 and no file name.
+    """
+    if n_exposures < 0:
+        msg = f"n_exposures must be >= 0, got {n_exposures}"
+        raise ValueError(msg)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    sets = _plan_sets(n_exposures, rng)
+    _assign_modes(sets, rng)
+    for s in sets:
+        _schedule(s, rng)
+    truth = [t for s in sets for t in _write_set(s, out_dir, gzip, rng)]
+    with (out_dir / "truth.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(_TRUTH_FIELDS)
+        for t in truth:
+            row = (getattr(t, key) for key in _TRUTH_FIELDS)
+            writer.writerow(["" if value is None else value for value in row])
+    return truth
+
+
+def read_truth(out_dir: Path) -> list[SyntheticExposure]:
+    """Read ``out_dir/truth.csv`` back into `SyntheticExposure` records."""
+    with (Path(out_dir) / "truth.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    result = []
+    for row in rows:
+        values: dict[str, Any] = dict(row)
+        for key in _INT_FIELDS:
+            values[key] = int(values[key])
+        values["rootname"] = values["rootname"] or None
+        result.append(SyntheticExposure(**values))
+    return result

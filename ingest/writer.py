@@ -158,6 +158,37 @@ def _insert_samples(connection: Connection, blocks: Sequence[SampleBlock]) -> No
     connection.connection.dbapi_connection.executemany(sql, _sample_rows(blocks))  # type: ignore[union-attr]
 
 
+def _known_file_ids(connection: Connection, paths: list[str]) -> dict[str, int]:
+    if not paths:
+        return {}
+    found = connection.execute(
+        select(SourceFile.path, SourceFile.file_id).where(SourceFile.path.in_(paths))
+    )
+    return {row.path: row.file_id for row in found}
+
+
+def _release(connection: Connection, files: list[tuple[str, int]]) -> None:
+    """Forget what earlier versions of these files said, before their new content lands.
+
+    A file's headers go; for jitter files, the columns it owns (and a JIT's samples) are cleared
+    on the rows it filled, so an exposure that vanished from a changed file keeps nothing stale.
+    """
+    if not files:
+        return
+    connection.execute(delete(FitsHeader).where(FitsHeader.file_id.in_([i for _, i in files])))
+    for kind, id_column in _FILE_ID_COLUMN.items():
+        ids = [file_id for file_kind, file_id in files if file_kind == kind]
+        if not ids:
+            continue
+        if kind == "jit":
+            owned = select(Exposure.exposure_id).where(Exposure.jit_file_id.in_(ids))
+            connection.execute(delete(JitterSample).where(JitterSample.exposure_id.in_(owned)))
+        for model in (Association, Exposure):
+            table = model.__table__
+            cleared = dict.fromkeys((*OWNED_COLUMNS[kind][table.name], id_column))
+            connection.execute(update(table).where(table.c[id_column].in_(ids)).values(cleared))
+
+
 class StoreWriter:
     """Writes outcomes for one ingest run; call ``write`` with each batch."""
 
@@ -171,10 +202,9 @@ class StoreWriter:
         with self.engine.begin() as connection:
             self._touch_unchanged(connection, [o for o in outcomes if o.status == "unchanged"])
             written = [o for o in outcomes if o.status != "unchanged"]
+            known = _known_file_ids(connection, [o.path for o in written])
+            _release(connection, [(o.kind, known[o.path]) for o in written if o.path in known])
             file_ids = self._upsert_source_files(connection, written, now)
-            for outcome in written:
-                if outcome.status in ("ingested", "failed"):
-                    self._release(connection, outcome.kind, file_ids[outcome.path])
             self._write_records(connection, [o for o in written if o.record], file_ids)
 
     def _touch_unchanged(self, connection: Connection, outcomes: list[FileOutcome]) -> None:
@@ -214,27 +244,7 @@ class StoreWriter:
             set_={c: statement.excluded[c] for c in rows[0] if c != "path"},
         )
         connection.execute(statement, rows)
-        paths = [o.path for o in outcomes]
-        found = connection.execute(
-            select(SourceFile.path, SourceFile.file_id).where(SourceFile.path.in_(paths))
-        )
-        return {row.path: row.file_id for row in found}
-
-    def _release(self, connection: Connection, kind: str, file_id: int) -> None:
-        """Forget what an earlier version of this file said, before its new content lands."""
-        connection.execute(delete(FitsHeader).where(FitsHeader.file_id == file_id))
-        id_column = _FILE_ID_COLUMN.get(kind)
-        if id_column is None:
-            return
-        if kind == "jit":
-            owned_exposures = select(Exposure.exposure_id).where(Exposure.jit_file_id == file_id)
-            connection.execute(
-                delete(JitterSample).where(JitterSample.exposure_id.in_(owned_exposures))
-            )
-        for model in (Association, Exposure):
-            table = model.__table__
-            cleared = dict.fromkeys((*OWNED_COLUMNS[kind][table.name], id_column))
-            connection.execute(update(table).where(table.c[id_column] == file_id).values(cleared))
+        return _known_file_ids(connection, [o.path for o in outcomes])
 
     def _write_records(
         self, connection: Connection, outcomes: list[FileOutcome], file_ids: dict[str, int]

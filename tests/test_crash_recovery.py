@@ -72,7 +72,7 @@ def test_killed_process_then_rerun_equals_clean_run(
         "ingest", str(synthetic_archive), "--db", database_url, "--workers", "1",
     ]  # fmt: skip
     process = subprocess.Popen(
-        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 120
     while _files_written(engine) == 0 and process.poll() is None:
