@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 from ingest.reader import StoredFile, read_file, unchanged_on_disk
 from ingest.records import FileOutcome
-from ingest.writer import StoreWriter, load_stored_files
+from ingest.writer import StoreWriter, load_stored_files, with_copy_rows
 from models.database import make_engine, upgrade
 from models.tables import IngestRun
 
@@ -27,7 +28,9 @@ __all__ = ["IngestSummary", "dask_client", "discover", "run_ingest"]
 _FITS_SUFFIXES = (".fits", ".fits.gz")
 # Tasks are chunks of files: each Dask task costs ~1 ms of scheduling, a small jitter file ~5 ms.
 _MAX_FILES_PER_TASK = 16
-_TASKS_IN_FLIGHT_PER_WORKER = 4
+# Enough queued work that workers keep parsing while the writer commits a batch, few enough that
+# results waiting for the writer stay small (~16 files x ~200 kB a task).
+_TASKS_IN_FLIGHT_PER_WORKER = 16
 # A batch is one transaction: large enough to amortise commits, small enough to keep memory flat.
 _BATCH_SAMPLES = 40_000
 _BATCH_FILES = 200
@@ -76,10 +79,19 @@ def discover(paths: Sequence[str | Path]) -> list[str]:
 
 
 def read_files(
-    paths: list[str], stored: dict[str, StoredFile], retry_failed: bool
+    paths: list[str], stored: dict[str, StoredFile], retry_failed: bool, encode_copy: bool
 ) -> list[FileOutcome]:
-    """The Dask task: read a chunk of files (paths in, records out; no database on workers)."""
-    return [read_file(p, stored.get(p), retry_failed=retry_failed) for p in paths]
+    """The Dask task: read a chunk of files (paths in, records out; no database on workers).
+
+    With ``encode_copy`` the samples also come encoded for PostgreSQL's COPY, which spreads that
+    work over the workers rather than the single writer.
+    """
+    outcomes = [read_file(p, stored.get(p), retry_failed=retry_failed) for p in paths]
+    if encode_copy:
+        for outcome in outcomes:
+            if outcome.record:
+                outcome.record.samples = [with_copy_rows(b) for b in outcome.record.samples]
+    return outcomes
 
 
 @contextmanager
@@ -214,7 +226,9 @@ def run_ingest(
             summary.counts["unchanged"] = len(files) - len(to_read)
         if to_read:
             with dask_client(scheduler, workers) as client:
-                _stream(client, to_read, stored, retry_failed, batcher, progress)
+                encode_copy = engine.dialect.name == "postgresql"
+                task = partial(read_files, retry_failed=retry_failed, encode_copy=encode_copy)
+                _stream(client, to_read, stored, task, batcher, progress)
         batcher.flush()
     except BaseException as exc:
         _finish_run(engine, summary, "error", f"{type(exc).__name__}: {exc}")
@@ -229,7 +243,7 @@ def _stream(
     client: Client,
     files: list[str],
     stored: dict[str, StoredFile],
-    retry_failed: bool,
+    task: Callable[..., list[FileOutcome]],
     batcher: _Batcher,
     progress: bool | None,
 ) -> None:
@@ -242,7 +256,7 @@ def _stream(
         chunk = next(chunks, None)
         if chunk is not None:
             subset = {p: stored[p] for p in chunk if p in stored}
-            in_flight.add(client.submit(read_files, chunk, subset, retry_failed, pure=False))
+            in_flight.add(client.submit(task, chunk, subset, pure=False))
 
     for _ in range(n_workers * _TASKS_IN_FLIGHT_PER_WORKER):
         submit_next()

@@ -28,10 +28,15 @@ class HeaderRecord:
 
 @dataclass(frozen=True)
 class SampleBlock:
-    """One exposure's JIT table: SQL column name -> array; NaN marks a NULL (fill) value."""
+    """One exposure's JIT table: SQL column name -> array; NaN marks a NULL (fill) value.
+
+    ``copy_rows`` optionally holds the same rows already encoded for PostgreSQL's binary COPY, so
+    that work is spread over the Dask workers instead of the single writer.
+    """
 
     exposure_id: str
     columns: dict[str, np.ndarray]
+    copy_rows: bytes | None = None
 
     @property
     def n_rows(self) -> int:

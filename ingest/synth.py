@@ -838,7 +838,10 @@ def _jitter(e: _Exposure, t: NDArray[np.float64], rng: np.random.Generator) -> d
         base = rng.uniform(16, 30) if high else rng.uniform(2.0, 3.0)
         si[f"{axis}_AVG"] = rng.normal(0, 1.5) + amp * _wander(t, rng)
         rms = base * rng.lognormal(0, 0.15, n)
-        if e.cadence_s < 1:  # one 40-Hz sample per row leaves no spread within a row
+        if e.cadence_s < 1:
+            # Rows of single 40-Hz samples: no spread within a row, ~2 mas between rows
+            # (ldngz2szj_jit); the slow wander does not show within a second.
+            si[f"{axis}_AVG"] = rng.normal(0, 1.5) + rng.normal(0, rng.uniform(1.0, 2.5), n)
             rms = np.zeros(n)
         si[f"{axis}_RMS"] = rms
         si[f"{axis}_P2P"] = rms * rng.uniform(3.5, 4.6, n)

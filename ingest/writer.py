@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +20,13 @@ from ingest.reader import StoredFile
 from ingest.records import OWNED_COLUMNS, FileOutcome, SampleBlock
 from models.tables import JIT_COLUMNS, Association, Exposure, FitsHeader, JitterSample, SourceFile
 
-__all__ = ["StoreWriter", "encode_copy_binary", "load_stored_files"]
+__all__ = [
+    "StoreWriter",
+    "encode_copy_binary",
+    "encode_copy_rows",
+    "load_stored_files",
+    "with_copy_rows",
+]
 
 _SAMPLE_COLUMNS = ("exposure_id", "sample_index", *(sql for _, sql, _, _ in JIT_COLUMNS))
 _FILE_ID_COLUMN = {"jif": "jif_file_id", "jit": "jit_file_id"}
@@ -78,21 +85,30 @@ def _upsert(
         )
 
 
+def _concatenated(blocks: Sequence[SampleBlock]) -> dict[str, np.ndarray]:
+    """All blocks' samples as one array per column (plus exposure_id and sample_index)."""
+    lengths = [block.n_rows for block in blocks]
+    columns = {
+        "exposure_id": np.repeat(np.array([b.exposure_id for b in blocks], dtype="S8"), lengths),
+        "sample_index": np.concatenate([np.arange(n) for n in lengths]),
+    }
+    for _, sql_name, _, _ in JIT_COLUMNS:
+        columns[sql_name] = np.concatenate([block.columns[sql_name] for block in blocks])
+    return columns
+
+
 def _sample_rows(blocks: Sequence[SampleBlock]) -> list[tuple[Any, ...]]:
     """Samples as DBAPI tuples, NaN as None (NULL)."""
-    rows: list[tuple[Any, ...]] = []
-    for block in blocks:
-        lists: list[list[Any]] = []
-        for _, sql_name, _, _ in JIT_COLUMNS:
-            values = block.columns[sql_name]
-            as_list = values.tolist()
-            if values.dtype.kind == "f":
-                for index in np.flatnonzero(np.isnan(values)):
-                    as_list[index] = None
-            lists.append(as_list)
-        n_rows = block.n_rows
-        rows.extend(zip([block.exposure_id] * n_rows, range(n_rows), *lists, strict=True))
-    return rows
+    lists: list[list[Any]] = []
+    for values in _concatenated(blocks).values():
+        if values.dtype.kind == "S":
+            values = values.astype(str)
+        as_list = values.tolist()
+        if values.dtype.kind == "f":
+            for index in np.flatnonzero(np.isnan(values)).tolist():
+                as_list[index] = None
+        lists.append(as_list)
+    return list(zip(*lists, strict=True))
 
 
 _PG_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
@@ -111,25 +127,20 @@ def _copy_layout() -> np.dtype:
 _COPY_LAYOUT = _copy_layout()
 
 
-def encode_copy_binary(blocks: Sequence[SampleBlock]) -> bytes:
-    """PostgreSQL binary COPY bytes for the samples, built with numpy rather than row by row.
+def encode_copy_rows(blocks: Sequence[SampleBlock]) -> bytes:
+    """The samples as PostgreSQL binary COPY tuples, built with numpy rather than row by row.
 
     Every field has a fixed width, so each tuple is a record of _COPY_LAYOUT; a NULL field has
     length -1 and no value bytes, which are cut out with a byte mask.
     """
-    n_total = sum(block.n_rows for block in blocks)
+    columns = _concatenated(blocks)
+    n_total = len(columns["exposure_id"])
     records = np.zeros(n_total, dtype=_COPY_LAYOUT)
     records["n_fields"] = len(_SAMPLE_COLUMNS)
     records["len_exposure_id"] = 8
     records["len_sample_index"] = 4
-    start = 0
-    for block in blocks:
-        stop = start + block.n_rows
-        records["exposure_id"][start:stop] = block.exposure_id.encode().ljust(8)
-        records["sample_index"][start:stop] = np.arange(block.n_rows)
-        for _, sql_name, _, _ in JIT_COLUMNS:
-            records[sql_name][start:stop] = block.columns[sql_name]
-        start = stop
+    for name, values in columns.items():
+        records[name] = values
     keep = np.ones((n_total, _COPY_LAYOUT.itemsize), dtype=bool)
     for _, sql_name, _, sql_type in JIT_COLUMNS:
         if sql_type == "int":
@@ -140,8 +151,18 @@ def encode_copy_binary(blocks: Sequence[SampleBlock]) -> bytes:
         if null.any():
             offset = _COPY_LAYOUT.fields[sql_name][1]
             keep[null, offset : offset + 8] = False
-    payload = records.view(np.uint8).reshape(n_total, _COPY_LAYOUT.itemsize)[keep]
-    return _PG_COPY_HEADER + payload.tobytes() + _PG_COPY_TRAILER
+    return records.view(np.uint8).reshape(n_total, _COPY_LAYOUT.itemsize)[keep].tobytes()
+
+
+def with_copy_rows(block: SampleBlock) -> SampleBlock:
+    """The block with its binary COPY encoding attached (run on a worker)."""
+    return replace(block, copy_rows=encode_copy_rows([block]))
+
+
+def encode_copy_binary(blocks: Sequence[SampleBlock]) -> bytes:
+    """A complete binary COPY stream of the samples, reusing encodings made on the workers."""
+    parts = [block.copy_rows or encode_copy_rows([block]) for block in blocks]
+    return _PG_COPY_HEADER + b"".join(parts) + _PG_COPY_TRAILER
 
 
 def _insert_samples(connection: Connection, blocks: Sequence[SampleBlock]) -> None:

@@ -308,7 +308,11 @@ class JitterSample(Base):
     """Every JIT row: the 3-s jitter time series of each exposure, fill values as NULL."""
 
     __tablename__ = "jitter_sample"
-    __table_args__ = {"comment": "Every JIT table row; 1.6e38 / 1.6e36 fill values are NULL."}
+    # SQLite: store rows in the primary-key B-tree itself (one tree to insert into, not two).
+    __table_args__ = {
+        "comment": "Every JIT table row; 1.6e38 / 1.6e36 fill values are NULL.",
+        "sqlite_with_rowid": False,
+    }
 
     exposure_id: Mapped[str] = mapped_column(
         String(8), primary_key=True, comment="exposure (first 8 chars of EXPNAME)"

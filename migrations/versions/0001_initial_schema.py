@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 14:40:55.931895+00:00
+Create Date: 2026-11-26 14:56:41.914951+00:00
 """
 
 from collections.abc import Sequence
@@ -137,6 +137,7 @@ def upgrade() -> None:
         sa.Column("slew_flag", sa.SmallInteger(), nullable=True, comment="1 = slewing"),
         sa.PrimaryKeyConstraint("exposure_id", "sample_index", name=op.f("pk_jitter_sample")),
         comment="Every JIT table row; 1.6e38 / 1.6e36 fill values are NULL.",
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "source_file",
