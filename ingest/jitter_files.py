@@ -86,6 +86,7 @@ def _exposure_identity(ext: KeywordReader, asn: dict[str, Any], index: int) -> d
         "asn_member_index": index,
         "proposid": asn["proposid"],
         "config": asn["config"],
+        "proctime": ext.optional_time("PROCTIME"),
     }
 
 

@@ -74,7 +74,7 @@ def _upsert(
         updates = {
             column: (
                 statement.excluded[column]
-                if column in owned or column.endswith("_file_id")
+                if column in owned or column.endswith("_file_id") or column == "updated_at"
                 else func.coalesce(statement.excluded[column], table.c[column])
             )
             for column in columns
@@ -188,7 +188,7 @@ def _known_file_ids(connection: Connection, paths: list[str]) -> dict[str, int]:
     return {row.path: row.file_id for row in found}
 
 
-def _release(connection: Connection, files: list[tuple[str, int]]) -> None:
+def _release(connection: Connection, files: list[tuple[str, int]], now: datetime) -> None:
     """Forget what earlier versions of these files said, before their new content lands.
 
     A file's headers go; for jitter files, the columns it owns (and a JIT's samples) are cleared
@@ -206,7 +206,9 @@ def _release(connection: Connection, files: list[tuple[str, int]]) -> None:
             connection.execute(delete(JitterSample).where(JitterSample.exposure_id.in_(owned)))
         for model in (Association, Exposure):
             table = model.__table__
-            cleared = dict.fromkeys((*OWNED_COLUMNS[kind][table.name], id_column))
+            cleared: dict[str, Any] = dict.fromkeys((*OWNED_COLUMNS[kind][table.name], id_column))
+            if "updated_at" in table.c:
+                cleared["updated_at"] = now
             connection.execute(update(table).where(table.c[id_column].in_(ids)).values(cleared))
 
 
@@ -224,9 +226,11 @@ class StoreWriter:
             self._touch_unchanged(connection, [o for o in outcomes if o.status == "unchanged"])
             written = [o for o in outcomes if o.status != "unchanged"]
             known = _known_file_ids(connection, [o.path for o in written])
-            _release(connection, [(o.kind, known[o.path]) for o in written if o.path in known])
+            _release(
+                connection, [(o.kind, known[o.path]) for o in written if o.path in known], now
+            )
             file_ids = self._upsert_source_files(connection, written, now)
-            self._write_records(connection, [o for o in written if o.record], file_ids)
+            self._write_records(connection, [o for o in written if o.record], file_ids, now)
 
     def _touch_unchanged(self, connection: Connection, outcomes: list[FileOutcome]) -> None:
         # Same bytes, new mtime (a copy or a touch): remember the mtime so the next run can trust
@@ -268,8 +272,13 @@ class StoreWriter:
         return _known_file_ids(connection, [o.path for o in outcomes])
 
     def _write_records(
-        self, connection: Connection, outcomes: list[FileOutcome], file_ids: dict[str, int]
+        self,
+        connection: Connection,
+        outcomes: list[FileOutcome],
+        file_ids: dict[str, int],
+        now: datetime,
     ) -> None:
+        stamp = {"updated_at": now}
         associations: list[tuple[str, dict[str, Any]]] = []
         exposures: list[tuple[str, dict[str, Any]]] = []
         samples: dict[str, SampleBlock] = {}
@@ -281,7 +290,7 @@ class StoreWriter:
             id_column = _FILE_ID_COLUMN.get(record.kind)
             extra = {id_column: file_id} if id_column else {}
             associations += [(record.kind, row | extra) for row in record.associations]
-            exposures += [(record.kind, row | extra) for row in record.exposures]
+            exposures += [(record.kind, row | extra | stamp) for row in record.exposures]
             samples.update((block.exposure_id, block) for block in record.samples)
             headers += [
                 {

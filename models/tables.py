@@ -7,13 +7,15 @@ values stay in ``fits_header``.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -23,19 +25,24 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "JIT_COLUMNS",
+    "AnalysisRun",
+    "AnalysisState",
     "Association",
     "Base",
     "Exposure",
     "FitsHeader",
+    "Flag",
     "IngestRun",
     "JitterSample",
     "SourceFile",
+    "Verdict",
 ]
 
 NAMING_CONVENTION = {
@@ -206,6 +213,7 @@ class Exposure(Base):
         Index("ix_exposure_window_start", "window_start"),
         Index("ix_exposure_jif_file_id", "jif_file_id"),
         Index("ix_exposure_jit_file_id", "jit_file_id"),
+        Index("ix_exposure_updated_at", "updated_at"),
         {"comment": "One row per exposure, keyed by the first 8 characters of its name."},
     )
 
@@ -258,6 +266,9 @@ class Exposure(Base):
     )
     drift_v2_mas: Mapped[float | None] = _float("max - min of SI_V2_AVG over good rows, mas")
     drift_v3_mas: Mapped[float | None] = _float("max - min of SI_V3_AVG over good rows, mas")
+    proctime: Mapped[datetime | None] = _time(
+        "PROCTIME of the jitter extension: when the observation was processed, UTC"
+    )
     jif_file_id: Mapped[int | None] = mapped_column(
         ForeignKey("source_file.file_id", ondelete="SET NULL"),
         nullable=True,
@@ -267,6 +278,9 @@ class Exposure(Base):
         ForeignKey("source_file.file_id", ondelete="SET NULL"),
         nullable=True,
         comment="the JIT file that filled the JIT columns and samples",
+    )
+    updated_at: Mapped[datetime | None] = _time(
+        "UTC time an ingest last changed this row; analysis re-runs on rows newer than it saw"
     )
 
 
@@ -384,4 +398,112 @@ class FitsHeader(Base):
     header: Mapped[dict[str, Any]] = mapped_column(
         HeaderJSON,
         comment="keyword -> value; COMMENT/HISTORY as lists; blank values as empty strings",
+    )
+
+
+class AnalysisRun(Base):
+    """One invocation of ``hstmon analyze``: the rules it applied and what it found."""
+
+    __tablename__ = "analysis_run"
+    __table_args__ = {"comment": "One row per hstmon analyze invocation."}
+
+    run_id: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=True, comment="run number"
+    )
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, comment="UTC start of the run")
+    finished_at: Mapped[datetime | None] = _time("UTC end of the run; NULL while running or killed")
+    status: Mapped[str] = mapped_column(String(16), comment="running | succeeded | error")
+    rules: Mapped[dict[str, Any]] = mapped_column(
+        HeaderJSON, comment="rule id -> version applied, and the rules file used"
+    )
+    counts: Mapped[dict[str, Any] | None] = mapped_column(
+        HeaderJSON, nullable=True, comment="exposures analysed, flags and verdicts written"
+    )
+    message: Mapped[str | None] = mapped_column(Text, nullable=True, comment="why a run errored")
+
+
+class AnalysisState(Base):
+    """When each exposure was last analysed and under which rule versions (for incremental runs)."""
+
+    __tablename__ = "analysis_state"
+    __table_args__ = {"comment": "Per exposure: the last analysis and the rule versions it used."}
+
+    exposure_id: Mapped[str] = mapped_column(String(8), primary_key=True, comment="exposure")
+    analyzed_at: Mapped[datetime] = mapped_column(UTCDateTime, comment="UTC time of the analysis")
+    rules_signature: Mapped[str] = mapped_column(
+        String(64), comment="hash of the rule ids and versions applied"
+    )
+    analysis_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("analysis_run.run_id", ondelete="SET NULL"), nullable=True, comment="the run"
+    )
+
+
+class Flag(Base):
+    """One anomaly rule that fired on one exposure, with the evidence a person can check."""
+
+    __tablename__ = "flag"
+    __table_args__ = (
+        UniqueConstraint("exposure_id", "rule"),
+        Index("ix_flag_rule_severity", "rule", "severity"),
+        {"comment": "Anomaly flags as rows: new rules never need a migration."},
+    )
+
+    flag_id: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=True, comment="flag number"
+    )
+    exposure_id: Mapped[str] = mapped_column(String(8), comment="the flagged exposure")
+    asn_id: Mapped[str | None] = mapped_column(
+        String(9), nullable=True, index=True, comment="its association, for visit-level queries"
+    )
+    rule: Mapped[str] = mapped_column(String(40), comment="rule id, e.g. gs_acq_failure")
+    rule_version: Mapped[int] = mapped_column(Integer, comment="version of the rule that fired")
+    severity: Mapped[str] = mapped_column(String(8), comment="high | medium | info")
+    message: Mapped[str] = mapped_column(Text, comment="what happened, in a sentence")
+    evidence: Mapped[dict[str, Any]] = mapped_column(
+        HeaderJSON, comment="the values that fired the rule and the thresholds they crossed"
+    )
+    analysis_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("analysis_run.run_id", ondelete="SET NULL"), nullable=True, comment="the run"
+    )
+
+
+class Verdict(Base):
+    """What to do about an exposure or an association: file a HOPR, ask the help desk, or not."""
+
+    __tablename__ = "verdict"
+    __table_args__ = (
+        CheckConstraint(
+            "(exposure_id IS NULL) <> (asn_id IS NULL)", name="one_subject"
+        ),
+        Index("ix_verdict_verdict_deadline", "verdict", "hopr_deadline"),
+        {"comment": "Per exposure or per association: hopr | helpdesk | ok | not_repeatable."},
+    )
+
+    verdict_id: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=True, comment="verdict number"
+    )
+    exposure_id: Mapped[str | None] = mapped_column(
+        String(8), nullable=True, unique=True, comment="the exposure judged (or NULL)"
+    )
+    asn_id: Mapped[str | None] = mapped_column(
+        String(9), nullable=True, unique=True, comment="the association judged (or NULL)"
+    )
+    verdict: Mapped[str] = mapped_column(
+        String(16), comment="hopr | helpdesk | ok | not_repeatable"
+    )
+    summary: Mapped[str] = mapped_column(Text, comment="the verdict in plain words")
+    reasons: Mapped[list[str]] = mapped_column(HeaderJSON, comment="why, one sentence each")
+    delivered_on: Mapped[date | None] = mapped_column(
+        Date, nullable=True, comment="best known delivery date of the data"
+    )
+    delivery_basis: Mapped[str | None] = mapped_column(
+        String(80), nullable=True, comment="which keyword gave delivered_on"
+    )
+    hopr_deadline: Mapped[date | None] = mapped_column(
+        Date, nullable=True, comment="delivered_on + 90 days: last day to file a HOPR"
+    )
+    days_left: Mapped[int | None] = _int("days from the run date to hopr_deadline (negative: late)")
+    decided_on: Mapped[date] = mapped_column(Date, comment="the run date days_left counts from")
+    analysis_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("analysis_run.run_id", ondelete="SET NULL"), nullable=True, comment="the run"
     )

@@ -86,7 +86,7 @@ def dask_scheduler() -> Iterator[str]:
         yield cluster.scheduler_address
 
 
-_VOLATILE_COLUMNS = {"ingest_run_id", "ingested_at", "mtime_ns"}
+_VOLATILE_COLUMNS = {"ingest_run_id", "ingested_at", "mtime_ns", "updated_at"}
 _FILE_ID_COLUMNS = {"file_id", "jif_file_id", "jit_file_id"}
 SNAPSHOT_TABLES = ("association", "exposure", "jitter_sample", "fits_header", "source_file")
 
