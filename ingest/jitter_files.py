@@ -230,8 +230,11 @@ def jit_statistics(columns: dict[str, np.ndarray], fill: np.ndarray) -> dict[str
                 "si_rms_p95_mas",
                 "drift_v2_mas",
                 "drift_v3_mas",
+                "drift_trend_v2_mas",
+                "drift_trend_v3_mas",
             )
         )
+    seconds = columns["seconds"][good]
     return stats | {
         "si_v2_avg_std_mas": float(np.std(v2_avg)),
         "si_v3_avg_std_mas": float(np.std(v3_avg)),
@@ -240,7 +243,21 @@ def jit_statistics(columns: dict[str, np.ndarray], fill: np.ndarray) -> dict[str
         "si_rms_p95_mas": float(np.percentile(np.hypot(v2_rms, v3_rms), 95)),
         "drift_v2_mas": float(np.ptp(v2_avg)),
         "drift_v3_mas": float(np.ptp(v3_avg)),
+        "drift_trend_v2_mas": _linear_trend(seconds, v2_avg),
+        "drift_trend_v3_mas": _linear_trend(seconds, v3_avg),
     }
+
+
+def _linear_trend(seconds: np.ndarray, values: np.ndarray) -> float | None:
+    """How far a straight-line fit moves over the exposure (slope x duration), in the values' unit.
+
+    The raw range of the 3-s averages is dominated by noise (49 mas in a nominal real COS
+    exposure); a drift on gyros is a steady trend, which this measures.
+    """
+    if len(seconds) < 3 or np.ptp(seconds) == 0:
+        return None
+    slope = np.polyfit(seconds, values, 1)[0]
+    return float(abs(slope) * np.ptp(seconds))
 
 
 def _check_table_formats(hdu: FitsHDU, file_name: str) -> None:

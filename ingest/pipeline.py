@@ -12,7 +12,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from alembic.runtime.migration import MigrationContext
 from dask.distributed import Client, LocalCluster, as_completed
 from sqlalchemy import Engine, insert, update
 from tqdm import tqdm
@@ -20,7 +19,7 @@ from tqdm import tqdm
 from ingest.reader import StoredFile, read_file, unchanged_on_disk
 from ingest.records import FileOutcome
 from ingest.writer import StoreWriter, load_stored_files, with_copy_rows
-from models.database import make_engine, upgrade
+from models.database import ensure_schema, make_engine
 from models.tables import IngestRun
 
 __all__ = ["IngestSummary", "dask_client", "discover", "run_ingest"]
@@ -115,14 +114,6 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Client]:
         yield client
 
 
-def _ensure_schema(engine: Engine, url: str) -> None:
-    # An empty database gets the schema on first use; an outdated one is the user's call.
-    with engine.connect() as connection:
-        current = MigrationContext.configure(connection).get_current_revision()
-    if current is None:
-        upgrade(url)
-
-
 def _needing_work(files: list[str], stored: dict[str, StoredFile]) -> list[str]:
     """Files whose size or mtime differ from an ingested copy's, or that were never ingested."""
     needing = []
@@ -207,8 +198,7 @@ def run_ingest(
     """
     files = discover(paths)
     engine = make_engine(database_url)
-    url = engine.url.render_as_string(hide_password=False)
-    _ensure_schema(engine, url)
+    ensure_schema(engine)
     parameters = {
         "paths": [str(p) for p in paths],
         "scheduler": scheduler,

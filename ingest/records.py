@@ -150,6 +150,8 @@ OWNED_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
             "si_rms_p95_mas",
             "drift_v2_mas",
             "drift_v3_mas",
+            "drift_trend_v2_mas",
+            "drift_trend_v3_mas",
         ),
     },
 }

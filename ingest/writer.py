@@ -226,9 +226,7 @@ class StoreWriter:
             self._touch_unchanged(connection, [o for o in outcomes if o.status == "unchanged"])
             written = [o for o in outcomes if o.status != "unchanged"]
             known = _known_file_ids(connection, [o.path for o in written])
-            _release(
-                connection, [(o.kind, known[o.path]) for o in written if o.path in known], now
-            )
+            _release(connection, [(o.kind, known[o.path]) for o in written if o.path in known], now)
             file_ids = self._upsert_source_files(connection, written, now)
             self._write_records(connection, [o for o in written if o.record], file_ids, now)
 

@@ -15,9 +15,11 @@ from sqlalchemy.pool import NullPool
 
 __all__ = [
     "DATABASE_URL_ENV",
+    "SchemaOutdatedError",
     "alembic_config",
     "default_database_url",
     "downgrade",
+    "ensure_schema",
     "make_engine",
     "resolve_database_url",
     "upgrade",
@@ -73,6 +75,31 @@ def alembic_config(url: str | None = None) -> Config:
     config.set_main_option("script_location", str(script_location))
     config.set_main_option("sqlalchemy.url", resolve_database_url(url).replace("%", "%%"))
     return config
+
+
+class SchemaOutdatedError(RuntimeError):
+    """The database's schema is older than this hstmon: `hstmon db upgrade` brings it up."""
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create the schema in an empty database; refuse one at an older revision, politely."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    url = engine.url.render_as_string(hide_password=False)
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    if current is None:
+        upgrade(url)
+        return
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    if current != head:
+        where = engine.url.render_as_string(hide_password=True)
+        msg = (
+            f"the database {where} has schema revision {current}, this hstmon needs {head}: "
+            "run `hstmon db upgrade` (with the same --db) first"
+        )
+        raise SchemaOutdatedError(msg)
 
 
 def upgrade(url: str | None = None, revision: str = "head") -> None:

@@ -266,6 +266,12 @@ class Exposure(Base):
     )
     drift_v2_mas: Mapped[float | None] = _float("max - min of SI_V2_AVG over good rows, mas")
     drift_v3_mas: Mapped[float | None] = _float("max - min of SI_V3_AVG over good rows, mas")
+    drift_trend_v2_mas: Mapped[float | None] = _float(
+        "|slope| x duration of a line fitted to SI_V2_AVG over good rows: steady drift, mas"
+    )
+    drift_trend_v3_mas: Mapped[float | None] = _float(
+        "|slope| x duration of a line fitted to SI_V3_AVG over good rows: steady drift, mas"
+    )
     proctime: Mapped[datetime | None] = _time(
         "PROCTIME of the jitter extension: when the observation was processed, UTC"
     )
@@ -472,9 +478,7 @@ class Verdict(Base):
 
     __tablename__ = "verdict"
     __table_args__ = (
-        CheckConstraint(
-            "(exposure_id IS NULL) <> (asn_id IS NULL)", name="one_subject"
-        ),
+        CheckConstraint("(exposure_id IS NULL) <> (asn_id IS NULL)", name="one_subject"),
         Index("ix_verdict_verdict_deadline", "verdict", "hopr_deadline"),
         {"comment": "Per exposure or per association: hopr | helpdesk | ok | not_repeatable."},
     )

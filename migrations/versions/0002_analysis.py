@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-26 15:09:30.038462+00:00
+Create Date: 2026-11-26 15:14:33.901355+00:00
 """
 
 from collections.abc import Sequence
@@ -192,6 +192,22 @@ def upgrade() -> None:
     with op.batch_alter_table("exposure", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column(
+                "drift_trend_v2_mas",
+                sa.Float(),
+                nullable=True,
+                comment="|slope| x duration of a line fitted to SI_V2_AVG over good rows: steady drift, mas",
+            )
+        )
+        batch_op.add_column(
+            sa.Column(
+                "drift_trend_v3_mas",
+                sa.Float(),
+                nullable=True,
+                comment="|slope| x duration of a line fitted to SI_V3_AVG over good rows: steady drift, mas",
+            )
+        )
+        batch_op.add_column(
+            sa.Column(
                 "proctime",
                 sa.DateTime(timezone=True),
                 nullable=True,
@@ -215,6 +231,8 @@ def downgrade() -> None:
         batch_op.drop_index("ix_exposure_updated_at")
         batch_op.drop_column("updated_at")
         batch_op.drop_column("proctime")
+        batch_op.drop_column("drift_trend_v3_mas")
+        batch_op.drop_column("drift_trend_v2_mas")
 
     with op.batch_alter_table("verdict", schema=None) as batch_op:
         batch_op.drop_index("ix_verdict_verdict_deadline")
