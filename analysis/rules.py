@@ -43,6 +43,8 @@ def _json(value: Any) -> Any:
     return value
 
 
+# Columns are added to the whole frame before filtering: assigning a Series to an empty
+# selection would make rows out of the Series' index.
 def _flags(
     rows: pd.DataFrame,
     severity: str | pd.Series,
@@ -114,7 +116,7 @@ def loss_of_lock(frame: pd.DataFrame, rule: RuleConfig, rules: RuleSet) -> pd.Da
         np.where(fraction > threshold, rule.severity, rule.param("minor_severity")),
         index=frame.index,
     )
-    fired = frame[losses > 0].assign(fraction=fraction, seconds=seconds)
+    fired = frame.assign(fraction=fraction, seconds=seconds)[losses > 0]
     return _flags(
         fired,
         severity,
@@ -172,7 +174,7 @@ def guiding_degraded(frame: pd.DataFrame, rule: RuleConfig, rules: RuleSet) -> p
 def high_jitter(frame: pd.DataFrame, rule: RuleConfig, rules: RuleSet) -> pd.DataFrame:
     limit = float(rule.param("max_combined_rms_mas"))
     combined = np.hypot(_num(frame, "v2_rms_mas"), _num(frame, "v3_rms_mas"))
-    fired = frame[combined > limit].assign(combined=combined)
+    fired = frame.assign(combined=combined)[combined > limit]
     return _flags(
         fired,
         rule.severity,
@@ -194,7 +196,7 @@ def pointing_drift(frame: pd.DataFrame, rule: RuleConfig, rules: RuleSet) -> pd.
     scale = frame["config"].map(rules.pixel_scale_mas).astype(float)
     drift_mas = np.fmax(_num(frame, "drift_trend_v2_mas"), _num(frame, "drift_trend_v3_mas"))
     drift_pix = drift_mas / scale
-    fired = frame[drift_pix > limit].assign(drift_pix=drift_pix, scale=scale, drift=drift_mas)
+    fired = frame.assign(drift_pix=drift_pix, scale=scale, drift=drift_mas)[drift_pix > limit]
     return _flags(
         fired,
         rule.severity,
@@ -299,7 +301,7 @@ def degraded_psf(frame: pd.DataFrame, rule: RuleConfig, rules: RuleSet) -> pd.Da
         float(rule.param("max_fwhm_ratio")),
         float(rule.param("max_elongation")),
     )
-    fired = frame[(ratio > max_ratio) | (elongation > max_elongation)].assign(ratio=ratio)
+    fired = frame.assign(ratio=ratio)[(ratio > max_ratio) | (elongation > max_elongation)]
     return _flags(
         fired,
         rule.severity,

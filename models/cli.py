@@ -25,6 +25,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("ingest.cli:synth", "Write a synthetic WFC3 jitter-file archive with truth labels."),
     "ingest": ("ingest.cli:ingest", "Ingest JIF/JIT/ASN files from directories into the store."),
     "db": ("models.cli:db", "Create, upgrade or inspect the database schema."),
+    "analyze": ("analysis.cli:analyze", "Flag anomalous exposures and give HOPR verdicts."),
+    "assess": ("analysis.cli:assess", "The exception-report checklist for one visit, as a report."),
 }
 
 
@@ -72,6 +74,8 @@ def main() -> None:
     \b
     Start with:   hstmon demo            (sample archive -> SQLite -> summary)
     Your data:    hstmon ingest DIR...   (then query the database with SQL)
+    Then:         hstmon analyze         (flags and HOPR verdicts)
+    One report:   hstmon assess IEPP01010
     """
 
 
