@@ -8,7 +8,9 @@ import click
 import platformdirs
 from sqlalchemy.engine import make_url
 
-from dashboard.queries import ProgramSummary, program_summaries
+from analysis.cli import print_analysis
+from analysis.run import run_analysis
+from dashboard.queries import ProgramSummary, action_list, flag_counts, program_summaries
 from ingest.cli import print_summary
 from ingest.pipeline import run_ingest
 from ingest.synth import write_archive
@@ -54,6 +56,18 @@ def format_program_table(summaries: list[ProgramSummary]) -> str:
     return "\n".join([line(header), rule, *map(line, rows), rule, line(totals)])
 
 
+def _print_findings(engine) -> None:  # type: ignore[no-untyped-def]
+    click.echo("\nFlags by rule:")
+    for rule, severity, count in flag_counts(engine):
+        click.echo(f"  {rule:20s} {severity:7s} {count:6d}")
+    actions = action_list(engine, limit=8)
+    click.echo("\nVisits that need attention (HOPR first, nearest deadline first):")
+    for item in actions:
+        click.echo(f"  {item.asn_id}  {item.verdict:8s}  {item.summary}")
+    if actions:
+        click.echo(f"\nOne visit in full:  hstmon assess {actions[0].asn_id.upper()}")
+
+
 def _default_archive() -> Path:
     return Path(platformdirs.user_data_dir("hstmon", appauthor=False)) / "sample-archive"
 
@@ -85,14 +99,17 @@ def demo(
     """
     archive = archive or _default_archive()
     url = resolve_database_url(database_url)
-    click.echo(f"1/3 Writing a sample archive of {exposures} exposures to {archive} ...")
+    click.echo(f"1/4 Writing a sample archive of {exposures} exposures to {archive} ...")
     write_archive(archive, exposures, seed)
-    click.echo("2/3 Ingesting it (Dask workers parse, one writer commits) ...")
+    click.echo("2/4 Ingesting it (Dask workers parse, one writer commits) ...")
     summary = run_ingest([archive], url, workers=workers)
     print_summary(summary)
-    click.echo("3/3 What the observing logs say, per program:\n")
+    click.echo("3/4 What the observing logs say, per program:\n")
     engine = make_engine(url)
     click.echo(format_program_table(program_summaries(engine)))
+    click.echo("\n4/4 Analysing: anomaly flags and HOPR verdicts ...")
+    print_analysis(run_analysis(url))
+    _print_findings(engine)
     engine.dispose()
     parsed = make_url(url)
     where = parsed.database if parsed.get_backend_name() == "sqlite" else parsed.render_as_string()

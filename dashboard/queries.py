@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, and_, case, distinct, func, or_, select
 
-from models.tables import Association, Exposure
+from models.tables import Association, Exposure, Flag, Verdict
 
-__all__ = ["ProgramSummary", "program_summaries"]
+__all__ = ["ActionItem", "ProgramSummary", "action_list", "flag_counts", "program_summaries"]
 
 
 @dataclass(frozen=True)
@@ -75,3 +75,48 @@ def program_summaries(engine: Engine) -> list[ProgramSummary]:
         )
         for row in rows
     ]
+
+
+@dataclass(frozen=True)
+class ActionItem:
+    """A visit that needs the observer: its verdict, deadline and the sentence that says why."""
+
+    asn_id: str
+    verdict: str
+    hopr_deadline: object
+    days_left: int | None
+    summary: str
+
+
+def action_list(engine: Engine, limit: int = 20) -> list[ActionItem]:
+    """Visits whose verdict is hopr or helpdesk, the nearest HOPR deadline first."""
+    query = (
+        select(
+            Verdict.asn_id,
+            Verdict.verdict,
+            Verdict.hopr_deadline,
+            Verdict.days_left,
+            Verdict.summary,
+        )
+        .where(Verdict.asn_id.is_not(None), Verdict.verdict.in_(("hopr", "helpdesk")))
+        .order_by(
+            case((Verdict.verdict == "hopr", 0), else_=1),
+            # upcoming deadlines soonest first, then passed ones most recent first
+            case((Verdict.days_left >= 0, Verdict.days_left), else_=100_000 - Verdict.days_left),
+            Verdict.asn_id,
+        )
+        .limit(limit)
+    )
+    with engine.connect() as connection:
+        return [ActionItem(*row) for row in connection.execute(query)]
+
+
+def flag_counts(engine: Engine) -> list[tuple[str, str, int]]:
+    """(rule, severity, exposures flagged), most frequent first."""
+    query = (
+        select(Flag.rule, Flag.severity, func.count())
+        .group_by(Flag.rule, Flag.severity)
+        .order_by(func.count().desc(), Flag.rule)
+    )
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(query)]
