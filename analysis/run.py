@@ -15,6 +15,7 @@ from analysis.config import RuleSet, load_rules
 from analysis.frame import load_exposures, stale_exposure_ids
 from analysis.rules import evaluate, exposure_seconds
 from analysis.verdicts import VerdictRecord, association_verdicts, exposure_verdicts
+from models.bulk import bulk_insert
 from models.database import ensure_schema, make_engine
 from models.tables import AnalysisRun, AnalysisState, Flag, Verdict
 
@@ -114,9 +115,8 @@ def _write(
         connection, Verdict.__table__, "asn_id", [r["asn_id"] for r in verdict_rows if r["asn_id"]]
     )
     _delete_in(connection, AnalysisState.__table__, "exposure_id", targets)
-    for table, rows in ((Flag, flag_rows), (Verdict, verdict_rows), (AnalysisState, state_rows)):
-        if rows:
-            connection.execute(insert(table), rows)
+    for model, rows in ((Flag, flag_rows), (Verdict, verdict_rows), (AnalysisState, state_rows)):
+        bulk_insert(connection, model.__table__, rows)
 
 
 def run_analysis(
@@ -135,10 +135,12 @@ def run_analysis(
     summary = AnalysisSummary(_start(engine, rules, full))
     try:
         with engine.connect() as connection:
-            frame = load_exposures(connection)
-            stale = set(frame.index) if full else stale_exposure_ids(connection, rules.signature)
-        if stale:
-            _analyse(engine, frame, sorted(stale), rules, today, summary)
+            stale = None if full else stale_exposure_ids(connection, rules.signature)
+            # Nothing changed: no need to read the archive's exposures at all.
+            frame = load_exposures(connection) if stale is None or stale else None
+        if frame is not None:
+            targets = sorted(set(frame.index) if stale is None else stale)
+            _analyse(engine, frame, targets, rules, today, summary)
     except BaseException as exc:
         _finish(engine, summary, "error", f"{type(exc).__name__}: {exc}")
         engine.dispose()
@@ -166,9 +168,9 @@ def _analyse(
     verdicts = exposure_verdicts(judged, flags[flags.index.isin(judged.index)], rules, today)
     records: list[VerdictRecord] = [verdicts[e] for e in targets]
     records += association_verdicts(frame, verdicts, rules, today, visits)
-    now = datetime.now(UTC)
+    now, signature = datetime.now(UTC), rules.signature
     state = [
-        {"exposure_id": e, "analyzed_at": now, "rules_signature": rules.signature,
+        {"exposure_id": e, "analyzed_at": now, "rules_signature": signature,
          "analysis_run_id": summary.run_id}
         for e in targets
     ]  # fmt: skip

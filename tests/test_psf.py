@@ -1,0 +1,180 @@
+"""PSF measurement recovers injected FWHM and trailing, and survives edges, NaNs and saturation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+from photutils.detection import DAOStarFinder
+
+from ingest.psf import (
+    NOMINAL_FWHM,
+    detect_sources,
+    measure_psf,
+    moffat_fwhm,
+    nominal_fwhm_confirmed,
+    nominal_fwhm_pix,
+)
+from ingest.synth_images import make_star_field, moffat_gamma
+
+FIELD = (384, 384)
+
+
+@pytest.mark.parametrize("profile", ["moffat", "gaussian"])
+@pytest.mark.parametrize("fwhm_pix", [1.6, 2.0, 2.5, 3.0])
+def test_fwhm_of_point_sampled_stars_is_recovered_within_5_percent(
+    profile: str, fwhm_pix: float
+) -> None:
+    sci, _, dq, truth = make_star_field(FIELD, 50, fwhm_pix, profile, seed=11, sampling="center")
+    summary = measure_psf(sci, dq)
+    assert summary.n_psf_stars >= 25, summary.rejected
+    assert_allclose(summary.fwhm_median_pix, truth.fwhm_pix, rtol=0.05)
+    assert summary.elongation_median < 1.2
+
+
+@pytest.mark.parametrize("profile", ["moffat", "gaussian"])
+@pytest.mark.parametrize("fwhm_pix", [1.6, 2.0, 2.5, 3.0])
+def test_fwhm_of_pixel_integrated_stars_is_the_pixelated_fwhm(
+    profile: str, fwhm_pix: float
+) -> None:
+    """Real pixels integrate the PSF: the fit measures the broadened FWHM (as IHB 7.6 says)."""
+    sci, _, dq, truth = make_star_field(FIELD, 50, fwhm_pix, profile, seed=12)
+    summary = measure_psf(sci, dq)
+    assert truth.fwhm_effective_pix > truth.fwhm_pix
+    assert_allclose(summary.fwhm_median_pix, truth.fwhm_effective_pix, rtol=0.05)
+    assert summary.fwhm_median_pix > truth.fwhm_pix
+
+
+def test_trailed_stars_are_elongated_along_the_trail() -> None:
+    round_sci, _, round_dq, _ = make_star_field(FIELD, 50, 2.0, seed=3)
+    sci, _, dq, _ = make_star_field(FIELD, 50, 2.0, seed=3, trail_pix=6.0, trail_angle_deg=30.0)
+    round_psf, trailed = measure_psf(round_sci, round_dq), measure_psf(sci, dq)
+    assert round_psf.elongation_median < 1.2
+    assert trailed.elongation_median > 1.5
+    angles = np.array([s.position_angle_deg for s in trailed.stars])
+    assert abs(np.median(angles) - 30.0) < 5.0
+    # A trailed PSF is also wider and fits a round Moffat worse, relative to its amplitude.
+    assert trailed.fwhm_median_pix > round_psf.fwhm_median_pix
+    rel = [
+        np.median([s.residual_rms / s.moffat_amplitude for s in p.stars])
+        for p in (round_psf, trailed)
+    ]
+    assert rel[1] > rel[0]
+
+
+def test_edge_stars_and_nan_holes_do_not_crash_or_bias() -> None:
+    sci, _, dq, truth = make_star_field(FIELD, 60, 2.0, seed=4)
+    sci[100:140, 200:260] = np.nan
+    for x, y in zip(truth.x[:5], truth.y[:5], strict=True):  # holes on some star cores
+        sci[round(y), round(x)] = np.nan
+    sci[:, :3] = np.nan  # a dead edge, and stars cut by it
+    summary = measure_psf(sci, dq)
+    assert summary.reason is None
+    assert_allclose(summary.fwhm_median_pix, truth.fwhm_effective_pix, rtol=0.05)
+    for star in summary.stars:
+        assert not (95 <= star.y <= 145 and 195 <= star.x <= 265)
+        assert star.x > 3
+    assert summary.rejected["edge"] > 0 and summary.rejected["saturated_or_bad"] > 0
+
+
+def test_saturated_stars_are_rejected() -> None:
+    sci, _, dq, truth = make_star_field(FIELD, 60, 2.0, seed=5, saturate_fraction=0.15)
+    assert truth.saturated.sum() >= 8
+    for with_dq in (True, False):
+        summary = measure_psf(sci, dq) if with_dq else measure_psf(sci, saturation_level=60_000.0)
+        sat_x, sat_y = truth.x[truth.saturated], truth.y[truth.saturated]
+        for star in summary.stars:
+            assert np.min(np.hypot(sat_x - star.x, sat_y - star.y)) > 3.0
+        assert summary.n_psf_stars >= 20
+        assert_allclose(summary.fwhm_median_pix, truth.fwhm_effective_pix, rtol=0.05)
+
+
+def test_cosmic_rays_are_not_taken_for_stars() -> None:
+    sci, _, dq, truth = make_star_field(FIELD, 50, 2.0, seed=6, n_cosmic_rays=400)
+    summary = measure_psf(sci, dq)
+    crs = truth.cosmic_ray_xy
+    near_cr = [np.min(np.hypot(crs[:, 0] - s.x, crs[:, 1] - s.y)) < 1.0 for s in summary.stars]
+    assert sum(near_cr) <= 1
+    assert_allclose(summary.fwhm_median_pix, truth.fwhm_effective_pix, rtol=0.05)
+
+
+def test_undersampled_ir_stars_are_measured() -> None:
+    sci, _, dq, truth = make_star_field(
+        (256, 256), 40, 1.2, seed=7, sky=20.0, read_noise=15.0, sampling="center"
+    )
+    summary = measure_psf(sci, dq, detector="IR")
+    assert summary.n_psf_stars >= 10
+    assert_allclose(summary.fwhm_median_pix, truth.fwhm_pix, rtol=0.05)
+    assert summary.elongation_median < 1.2
+
+
+@pytest.mark.parametrize(
+    ("shape", "fill", "expected"),
+    [
+        ((10, 10), 1.0, "image is 10x10: too small to find stars"),
+        ((64, 64), 3.0, "image is constant"),
+        ((64, 64), np.nan, "no usable pixel"),
+    ],
+)
+def test_images_without_stars_give_none_and_a_reason(
+    shape: tuple[int, int], fill: float, expected: str
+) -> None:
+    summary = measure_psf(np.full(shape, fill, dtype=np.float32))
+    assert summary.fwhm_median_pix is None and summary.elongation_median is None
+    assert summary.n_psf_stars == 0 and summary.reason.startswith(expected)
+
+
+def test_pure_noise_gives_a_reason() -> None:
+    noise = np.random.default_rng(0).normal(10.0, 3.0, (128, 128)).astype(np.float32)
+    summary = measure_psf(noise)
+    assert summary.fwhm_median_pix is None
+    assert "no" in summary.reason and "sigma" in summary.reason
+
+
+def test_stamp_mosaic_detection_equals_daofind_on_the_whole_image() -> None:
+    sci, _, dq, _ = make_star_field((300, 300), 40, 2.0, seed=8, n_cosmic_rays=100)
+    sources = detect_sources(sci, dq)
+    finder = DAOStarFinder(
+        threshold=5.0 * sources.sky_sigma,
+        fwhm=2.0,
+        sharpness_range=(0.2, 0.9),
+        roundness_range=None,
+        xycoords=np.column_stack([sources.peak_x, sources.peak_y]),
+    )
+    table = finder(sci - np.float32(sources.sky))
+    x, y = np.asarray(table["x_centroid"]), np.asarray(table["y_centroid"])
+    ours, theirs = np.lexsort((sources.x, sources.y)), np.lexsort((x, y))
+    assert_allclose(sources.x[ours], x[theirs], atol=1e-9)
+    assert_allclose(sources.y[ours], y[theirs], atol=1e-9)
+    assert_allclose(sources.flux[ours], np.asarray(table["flux"])[theirs], rtol=1e-6)
+
+
+def test_moffat_fwhm_inverts_the_synthetic_gamma() -> None:
+    for alpha in (1.5, 2.5, 8.0, 1e6):
+        assert_allclose(moffat_fwhm(moffat_gamma(2.3, alpha), alpha), 2.3, rtol=1e-9)
+
+
+def test_nominal_fwhm_interpolates_the_handbook_tables() -> None:
+    assert nominal_fwhm_pix("IR", 8000.0) == pytest.approx(0.971)
+    assert nominal_fwhm_pix("IR", 8500.0) == pytest.approx((0.971 + 0.986) / 2)
+    assert nominal_fwhm_pix("ir ", 15369.0) == pytest.approx(1.136 + 0.369 * (1.177 - 1.136))
+    assert nominal_fwhm_pix("UVIS", 5307.9) == pytest.approx(1.675 + 0.30791 * (1.681 - 1.675))
+    assert nominal_fwhm_pix("UVIS", 1500.0) is None  # outside the table: no extrapolation
+    assert nominal_fwhm_pix("ACS", 6000.0) is None and nominal_fwhm_pix("IR", None) is None
+
+
+def test_unconfirmed_fwhm_rows_are_marked_and_overridable() -> None:
+    confirmed = {
+        (det, row.wavelength_nm)
+        for det, rows in NOMINAL_FWHM.items()
+        for row in rows
+        if row.confirmed
+    }
+    assert confirmed == {("IR", 800.0), ("IR", 900.0)}
+    assert nominal_fwhm_confirmed("IR", 8500.0)
+    assert not nominal_fwhm_confirmed("IR", 12000.0)
+    assert not nominal_fwhm_confirmed("UVIS", 6000.0)
+    checked = {1200.0: 1.05, 1300.0: 1.08}
+    assert nominal_fwhm_pix("IR", 12500.0, overrides=checked) == pytest.approx(1.065)
+    assert nominal_fwhm_confirmed("IR", 12500.0, overrides=checked)
+    assert nominal_fwhm_pix("IR", 12500.0) == pytest.approx((1.040 + 1.067) / 2)
