@@ -162,12 +162,25 @@ def take_data_down(frame: pd.DataFrame, rule: RuleConfig, rules: RuleSet) -> pd.
 
 def guiding_degraded(frame: pd.DataFrame, rule: RuleConfig, rules: RuleSet) -> pd.DataFrame:
     both = frame["guideact"].notna() & frame["guidecmd"].notna()
-    fired = frame[both & (frame["guideact"] != frame["guidecmd"])]
+    differs = both & (frame["guideact"] != frame["guidecmd"])
+    fgslock = frame["fgslock"] if "fgslock" in frame else pd.Series(None, index=frame.index)
+    not_fine = fgslock.notna() & (fgslock != "FINE")
+    # FGSLOCK not FINE alone is how the visit was planned: worth a note, not a HOPR (DOMAIN 6).
+    severity = pd.Series(
+        np.where(differs, rule.severity, rule.param("fgslock_severity")), index=frame.index
+    )
+    fired = frame.assign(c_differs=differs, fgslock_value=fgslock)[differs | not_fine]
+
+    def message(row: Any) -> str:
+        if row.c_differs:
+            return f"Guided in {row.guideact} though {row.guidecmd} was commanded."
+        return f"The science header says FGSLOCK={row.fgslock_value}, not FINE."
+
     return _flags(
         fired,
-        rule.severity,
-        lambda r: f"Guided in {r.guideact} though {r.guidecmd} was commanded.",
-        lambda r: {"GUIDEACT": r.guideact, "GUIDECMD": r.guidecmd},
+        severity,
+        message,
+        lambda r: {"GUIDEACT": r.guideact, "GUIDECMD": r.guidecmd, "FGSLOCK": r.fgslock_value},
     )
 
 

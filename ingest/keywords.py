@@ -6,6 +6,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from astropy.io.fits.card import Undefined
+
 from ingest.fits_blocks import FileFormatError
 
 __all__ = [
@@ -70,7 +72,8 @@ class KeywordReader:
         self.where = f"{file_name} HDU {hdu_index}"
 
     def _raw(self, keyword: str) -> Any:
-        return self._keywords.get(keyword)
+        value = self._keywords.get(keyword)
+        return None if isinstance(value, Undefined) else value
 
     def _fail(self, keyword: str, expected: str, value: Any) -> FileFormatError:
         return FileFormatError(f"{self.where}: keyword {keyword} = {value!r}, expected {expected}")

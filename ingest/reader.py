@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import os
 import re
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 from ingest.fits_blocks import FileFormatError, FitsHDU, read_hdus
 from ingest.jitter_files import parse_asn, parse_jif, parse_jit
 from ingest.records import FileOutcome, FileRecord
+from ingest.science_files import SCIENCE_KINDS, parse_science_file
 
 __all__ = ["PARSERS", "StoredFile", "product_kind", "read_file", "unchanged_on_disk"]
 
@@ -66,6 +68,26 @@ def _fits_bytes(raw: bytes, name: str) -> bytes:
     return raw
 
 
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _parse_science(path: Path, kind: str) -> FileRecord:
+    """A science file through astropy; its truncation warning becomes the failure reason."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        record = parse_science_file(path, kind)
+    truncated = [w for w in caught if "truncated" in str(w.message)]
+    if truncated:
+        msg = f"{path.name}: truncated: {truncated[0].message}"
+        raise FileFormatError(msg)
+    return record
+
+
 def unchanged_on_disk(stored: StoredFile | None, size: int, mtime_ns: int) -> bool:
     """Size and mtime equal to an ingested file's: a nightly run need not even read it."""
     return (
@@ -87,8 +109,10 @@ def read_file(
     if unchanged_on_disk(stored, stat.st_size, stat.st_mtime_ns):
         outcome.sha256 = stored.sha256 if stored else None
         return outcome
-    raw = Path(path).read_bytes()
-    outcome.sha256 = hashlib.sha256(raw).hexdigest()
+    science = kind in SCIENCE_KINDS
+    # A science file can be 168 MB: hash it in chunks and let astropy memory-map it.
+    raw = b"" if science else Path(path).read_bytes()
+    outcome.sha256 = _file_sha256(path) if science else hashlib.sha256(raw).hexdigest()
     # Same bytes as last time: an ingested or failed file would give the same answer again; a
     # skipped one is looked at anew, since a newer hstmon may read its kind.
     same_bytes = stored is not None and stored.sha256 == outcome.sha256
@@ -96,12 +120,18 @@ def read_file(
         stored.status == "ingested" or (stored.status == "failed" and not retry_failed)
     ):
         return outcome
-    if kind not in PARSERS:
+    if kind not in PARSERS and not science:
         outcome.status = "skipped"
-        outcome.error = f"{name}: '{kind}' products are not ingested (hstmon reads jif, jit, asn)"
+        outcome.error = (
+            f"{name}: '{kind}' products are not ingested "
+            "(hstmon reads jif, jit, asn, flt, flc, ima)"
+        )
         return outcome
     try:
-        outcome.record = PARSERS[kind](read_hdus(_fits_bytes(raw, name), name), name)
+        if science:
+            outcome.record = _parse_science(Path(path), kind)
+        else:
+            outcome.record = PARSERS[kind](read_hdus(_fits_bytes(raw, name), name), name)
         outcome.status = "ingested"
     except FileFormatError as exc:
         outcome.status, outcome.error = "failed", str(exc)

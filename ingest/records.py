@@ -9,6 +9,7 @@ import numpy as np
 
 __all__ = [
     "OWNED_COLUMNS",
+    "RANKED_COLUMNS",
     "FileOutcome",
     "FileRecord",
     "HeaderRecord",
@@ -52,6 +53,10 @@ class FileRecord:
     exposures: list[dict[str, Any]] = field(default_factory=list)
     samples: list[SampleBlock] = field(default_factory=list)
     headers: list[HeaderRecord] = field(default_factory=list)
+    # Science files (FLT/FLC/IMA): rows of image_metric, psf_measurement and image_preview.
+    image_metrics: list[dict[str, Any]] = field(default_factory=list)
+    psf: list[dict[str, Any]] = field(default_factory=list)
+    previews: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def n_samples(self) -> int:
@@ -155,3 +160,16 @@ OWNED_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
         ),
     },
 }
+
+# Science files: the image-quality columns of the exposure come from its best-ranked science
+# file (FLC over FLT over IMA); a lower-ranked file never overwrites them.
+RANKED_COLUMNS: tuple[str, ...] = (
+    "n_psf_stars",
+    "fwhm_median_pix",
+    "fwhm_p90_pix",
+    "elongation_median",
+    "fwhm_nominal_pix",
+    "median_snr",
+    "sci_file_id",
+    "sci_rank",
+)

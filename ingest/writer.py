@@ -13,12 +13,33 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, Table, bindparam, delete, func, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ingest.reader import StoredFile
-from ingest.records import OWNED_COLUMNS, FileOutcome, SampleBlock
-from models.tables import JIT_COLUMNS, Association, Exposure, FitsHeader, JitterSample, SourceFile
+from ingest.records import OWNED_COLUMNS, RANKED_COLUMNS, FileOutcome, SampleBlock
+from models.tables import (
+    JIT_COLUMNS,
+    Association,
+    Exposure,
+    FitsHeader,
+    ImageMetric,
+    ImagePreview,
+    JitterSample,
+    PsfMeasurement,
+    SourceFile,
+)
 
 __all__ = [
     "StoreWriter",
@@ -29,7 +50,15 @@ __all__ = [
 ]
 
 _SAMPLE_COLUMNS = ("exposure_id", "sample_index", *(sql for _, sql, _, _ in JIT_COLUMNS))
-_FILE_ID_COLUMN = {"jif": "jif_file_id", "jit": "jit_file_id"}
+_FILE_ID_COLUMN = {
+    "jif": "jif_file_id",
+    "jit": "jit_file_id",
+    "flc": "sci_file_id",
+    "flt": "sci_file_id",
+    "ima": "sci_file_id",
+}
+_SCIENCE_KINDS = ("flc", "flt", "ima")
+_WRITE_ORDER = ("asn", "jit", "jif", *_SCIENCE_KINDS)
 
 
 def load_stored_files(connection: Connection) -> dict[str, StoredFile]:
@@ -64,18 +93,24 @@ def _upsert(
     key: str,
     rows: list[dict[str, Any]],
     owned: Sequence[str],
+    ranked: Sequence[str] = (),
 ) -> None:
-    """Insert or update ``rows``: owned columns overwrite, shared identity columns fill gaps."""
+    """Insert or update ``rows``: owned columns overwrite, shared identity columns fill gaps,
+    ranked columns change only for a row whose ``sci_rank`` is at least the stored one."""
     by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in _last_by_key(rows, key):
         by_columns.setdefault(tuple(sorted(row)), []).append(row)
     for columns, group in by_columns.items():
         statement = _insert(connection, table)
+        excluded = statement.excluded
+        outranks = excluded["sci_rank"] >= func.coalesce(table.c["sci_rank"], 0) if ranked else None
         updates = {
             column: (
-                statement.excluded[column]
+                case((outranks, excluded[column]), else_=table.c[column])
+                if column in ranked
+                else excluded[column]
                 if column in owned or column.endswith("_file_id") or column == "updated_at"
-                else func.coalesce(statement.excluded[column], table.c[column])
+                else func.coalesce(excluded[column], table.c[column])
             )
             for column in columns
             if column != key
@@ -196,10 +231,18 @@ def _release(connection: Connection, files: list[tuple[str, int]], now: datetime
     """
     if not files:
         return
-    connection.execute(delete(FitsHeader).where(FitsHeader.file_id.in_([i for _, i in files])))
+    all_ids = [file_id for _, file_id in files]
+    for model in (FitsHeader, ImageMetric, PsfMeasurement, ImagePreview):
+        connection.execute(delete(model).where(model.file_id.in_(all_ids)))
     for kind, id_column in _FILE_ID_COLUMN.items():
         ids = [file_id for file_kind, file_id in files if file_kind == kind]
         if not ids:
+            continue
+        if kind in _SCIENCE_KINDS:
+            cleared_science: dict[str, Any] = dict.fromkeys(RANKED_COLUMNS) | {"updated_at": now}
+            connection.execute(
+                update(Exposure).where(Exposure.sci_file_id.in_(ids)).values(cleared_science)
+            )
             continue
         if kind == "jit":
             owned = select(Exposure.exposure_id).where(Exposure.jit_file_id.in_(ids))
@@ -281,6 +324,11 @@ class StoreWriter:
         exposures: list[tuple[str, dict[str, Any]]] = []
         samples: dict[str, SampleBlock] = {}
         headers: list[dict[str, Any]] = []
+        science: dict[type, list[dict[str, Any]]] = {
+            ImageMetric: [],
+            PsfMeasurement: [],
+            ImagePreview: [],
+        }
         for outcome in outcomes:
             record = outcome.record
             assert record is not None
@@ -290,6 +338,9 @@ class StoreWriter:
             associations += [(record.kind, row | extra) for row in record.associations]
             exposures += [(record.kind, row | extra | stamp) for row in record.exposures]
             samples.update((block.exposure_id, block) for block in record.samples)
+            for model, rows in ((ImageMetric, record.image_metrics), (PsfMeasurement, record.psf),
+                                (ImagePreview, record.previews)):  # fmt: skip
+                science[model] += [row | {"file_id": file_id} for row in rows]
             headers += [
                 {
                     "file_id": file_id,
@@ -300,12 +351,23 @@ class StoreWriter:
                 }
                 for h in record.headers
             ]
-        for kind in ("asn", "jit", "jif"):
+        for kind in _WRITE_ORDER:
             owned = OWNED_COLUMNS.get(kind, {})
+            ranked = RANKED_COLUMNS if kind in _SCIENCE_KINDS else ()
             rows = [row for k, row in associations if k == kind]
             _upsert(connection, Association.__table__, "asn_id", rows, owned.get("association", ()))
             rows = [row for k, row in exposures if k == kind]
-            _upsert(connection, Exposure.__table__, "exposure_id", rows, owned.get("exposure", ()))
+            _upsert(
+                connection,
+                Exposure.__table__,
+                "exposure_id",
+                rows,
+                owned.get("exposure", ()),
+                ranked,
+            )
+        for model, rows in science.items():
+            if rows:
+                connection.execute(insert(model), rows)
         if samples:
             connection.execute(
                 delete(JitterSample).where(JitterSample.exposure_id.in_(list(samples)))

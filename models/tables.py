@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -39,8 +40,11 @@ __all__ = [
     "Exposure",
     "FitsHeader",
     "Flag",
+    "ImageMetric",
+    "ImagePreview",
     "IngestRun",
     "JitterSample",
+    "PsfMeasurement",
     "SourceFile",
     "Verdict",
 ]
@@ -214,6 +218,7 @@ class Exposure(Base):
         Index("ix_exposure_jif_file_id", "jif_file_id"),
         Index("ix_exposure_jit_file_id", "jit_file_id"),
         Index("ix_exposure_updated_at", "updated_at"),
+        Index("ix_exposure_filter", "filter"),
         {"comment": "One row per exposure, keyed by the first 8 characters of its name."},
     )
 
@@ -274,6 +279,49 @@ class Exposure(Base):
     )
     proctime: Mapped[datetime | None] = _time(
         "PROCTIME of the jitter extension: when the observation was processed, UTC"
+    )
+    # Science-file (FLT/FLC/IMA primary header) columns.
+    instrument: Mapped[str | None] = _text("INSTRUME of the science file, e.g. WFC3", 8)
+    detector: Mapped[str | None] = _text("DETECTOR: UVIS or IR", 8)
+    filter: Mapped[str | None] = _text("FILTER, e.g. F606W", 16)
+    subarray: Mapped[bool | None] = _bool("SUBARRAY: T for a subarray readout")
+    targname: Mapped[str | None] = _text("TARGNAME of the science file", 40)
+    ra_targ: Mapped[float | None] = _float("RA_TARG: target right ascension, deg")
+    dec_targ: Mapped[float | None] = _float("DEC_TARG: target declination, deg")
+    expstart: Mapped[datetime | None] = _time("EXPSTART (MJD) as UTC: exposure start")
+    expend: Mapped[datetime | None] = _time("EXPEND (MJD) as UTC: exposure end")
+    exptime_s: Mapped[float | None] = _float("EXPTIME: exposure time, s")
+    expflag: Mapped[str | None] = _text("EXPFLAG: NORMAL, INTERRUPTED, UNCERTAIN...")
+    fgslock: Mapped[str | None] = _text("FGSLOCK: FINE, COARSE, GYROS or UNKNOWN", 16)
+    gyromode: Mapped[str | None] = _text("GYROMODE: T = 3 gyros + OBAD", 8)
+    quality: Mapped[str | None] = _text("QUALITY: data quality comment from the pipeline", 80)
+    scan_typ: Mapped[str | None] = _text("SCAN_TYP: C or D = spatial scan, N = none", 4)
+    mtflag: Mapped[str | None] = _text("MTFLAG: T for a moving target", 4)
+    date_delivered: Mapped[date | None] = mapped_column(
+        Date,
+        nullable=True,
+        comment="PROCTIME (MJD) of the science file as a date: when the pipeline made the "
+        "delivered product (the latest reprocessing for reprocessed data)",
+    )
+    cal_ver: Mapped[str | None] = _text("CAL_VER: calwf3 version", 40)
+    photplam_angstrom: Mapped[float | None] = _float("PHOTPLAM: pivot wavelength, Angstrom")
+    # Exposure-level image quality, from the best science file (FLC, else FLT, else IMA).
+    sci_file_id: Mapped[int | None] = mapped_column(
+        ForeignKey("source_file.file_id", ondelete="SET NULL"),
+        nullable=True,
+        comment="the science file the image-quality columns come from",
+    )
+    sci_rank: Mapped[int | None] = _int("rank of that file: 3 FLC, 2 FLT, 1 IMA")
+    n_psf_stars: Mapped[int | None] = _int("isolated unsaturated stars whose PSF was fitted")
+    fwhm_median_pix: Mapped[float | None] = _float("median Moffat FWHM of those stars, pixels")
+    fwhm_p90_pix: Mapped[float | None] = _float("90th percentile FWHM (worst chip), pixels")
+    elongation_median: Mapped[float | None] = _float("median major/minor axis ratio of stars")
+    fwhm_nominal_pix: Mapped[float | None] = _float(
+        "expected FWHM for the filter after pixelation (handbook table, DOMAIN.md 7), pixels"
+    )
+    median_snr: Mapped[float | None] = _float("median S/N of detected star-like sources")
+    read_outlier_sigma: Mapped[float | None] = _float(
+        "IR IMA: worst read-to-read outlier score (a satellite or jump in one read), sigma"
     )
     jif_file_id: Mapped[int | None] = mapped_column(
         ForeignKey("source_file.file_id", ondelete="SET NULL"),
@@ -511,3 +559,99 @@ class Verdict(Base):
     analysis_run_id: Mapped[int | None] = mapped_column(
         ForeignKey("analysis_run.run_id", ondelete="SET NULL"), nullable=True, comment="the run"
     )
+
+
+def _file_key() -> Mapped[int]:
+    return mapped_column(
+        ForeignKey("source_file.file_id", ondelete="CASCADE"),
+        primary_key=True,
+        comment="the science file measured",
+    )
+
+
+class ImageMetric(Base):
+    """Statistics of one chip (FLT/FLC) or one read (IMA) of a science file."""
+
+    __tablename__ = "image_metric"
+    __table_args__ = (
+        Index("ix_image_metric_exposure_id", "exposure_id"),
+        {"comment": "Per chip or IMA read: sky, DQ fractions, sources, S/N, read consistency."},
+    )
+
+    file_id: Mapped[int] = _file_key()
+    extver: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, comment="EXTVER of the SCI extension"
+    )
+    exposure_id: Mapped[str] = mapped_column(String(8), comment="exposure")
+    kind: Mapped[str] = mapped_column(String(8), comment="flc | flt | ima")
+    ccdchip: Mapped[int | None] = _int("CCDCHIP (UVIS: [SCI,1] is chip 2)")
+    sampnum: Mapped[int | None] = _int("IMA: read number, 0 = zeroth read")
+    samptime_s: Mapped[float | None] = _float("IMA: time of the read since the zeroth, s")
+    ny: Mapped[int | None] = _int("rows, pixels")
+    nx: Mapped[int | None] = _int("columns, pixels")
+    finite_fraction: Mapped[float | None] = _float("fraction of pixels that are finite")
+    sky_median: Mapped[float | None] = _float("sigma-clipped sky, image units (UVIS e-, IR e-/s)")
+    sky_sigma: Mapped[float | None] = _float("sigma-clipped sky scatter, image units")
+    frac_saturated: Mapped[float | None] = _float("fraction of pixels flagged saturated (DQ)")
+    frac_bad: Mapped[float | None] = _float("fraction of pixels flagged bad/hot/warm (DQ)")
+    frac_cosmic_ray: Mapped[float | None] = _float("fraction of pixels flagged cosmic ray (DQ)")
+    frac_data_lost: Mapped[float | None] = _float("fraction of pixels flagged data lost (DQ)")
+    n_sources: Mapped[int | None] = _int("star-like sources detected at 5 sigma")
+    snr_median: Mapped[float | None] = _float("median S/N of those sources")
+    snr_p90: Mapped[float | None] = _float("90th percentile S/N of those sources")
+    rate_step_sigma: Mapped[float | None] = _float(
+        "IMA: count-rate step from the previous read, sigma"
+    )
+    outlier_sigma: Mapped[float | None] = _float("IMA: excess outlier pixels in this read, sigma")
+    reason: Mapped[str | None] = mapped_column(
+        Text, nullable=True, comment="why some values are NULL"
+    )
+
+
+class PsfMeasurement(Base):
+    """The PSF of one chip of an FLT/FLC: Moffat FWHM and elongation of its isolated stars."""
+
+    __tablename__ = "psf_measurement"
+    __table_args__ = (
+        Index("ix_psf_measurement_exposure_id", "exposure_id"),
+        {"comment": "Per chip: PSF FWHM and elongation from isolated unsaturated stars."},
+    )
+
+    file_id: Mapped[int] = _file_key()
+    extver: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, comment="EXTVER of the SCI extension"
+    )
+    exposure_id: Mapped[str] = mapped_column(String(8), comment="exposure")
+    kind: Mapped[str] = mapped_column(String(8), comment="flc | flt")
+    ccdchip: Mapped[int | None] = _int("CCDCHIP")
+    n_psf_stars: Mapped[int] = mapped_column(Integer, comment="stars whose fit was kept")
+    fwhm_median_pix: Mapped[float | None] = _float("median Moffat FWHM, pixels")
+    fwhm_p90_pix: Mapped[float | None] = _float("90th percentile FWHM, pixels")
+    fwhm_mad_pix: Mapped[float | None] = _float("median absolute deviation of FWHM, pixels")
+    elongation_median: Mapped[float | None] = _float("median major/minor axis ratio")
+    fwhm_handbook_pix: Mapped[float | None] = _float("handbook FWHM before pixelation, pixels")
+    fwhm_nominal_pix: Mapped[float | None] = _float("handbook FWHM after pixelation, pixels")
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True, comment="why the FWHM is NULL")
+    stars: Mapped[list[dict[str, Any]]] = mapped_column(
+        HeaderJSON, comment="the brightest fitted stars: position, FWHM, Moffat parameters"
+    )
+
+
+class ImagePreview(Base):
+    """Small zscale-stretched PNGs of a chip (SCI, ERR, DQ) so views need not open the file."""
+
+    __tablename__ = "image_preview"
+    __table_args__ = (
+        Index("ix_image_preview_exposure_id", "exposure_id"),
+        {"comment": "Per chip: 192-px zscale PNG previews of SCI, ERR and DQ."},
+    )
+
+    file_id: Mapped[int] = _file_key()
+    extver: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, comment="EXTVER of the SCI extension"
+    )
+    exposure_id: Mapped[str] = mapped_column(String(8), comment="exposure")
+    kind: Mapped[str] = mapped_column(String(8), comment="flc | flt | ima")
+    sci_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, comment="SCI PNG")
+    err_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, comment="ERR PNG")
+    dq_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, comment="DQ PNG")

@@ -134,7 +134,7 @@ def test_rerun_writes_nothing_and_a_new_rule_version_reevaluates(
 ) -> None:
     run_ingest([real_data], database_url, scheduler=dask_scheduler)
     first = run_analysis(database_url)
-    assert first.exposures_analyzed == 9
+    assert first.exposures_analyzed == 12, "9 from jitter files, 3 from science files"
     before = _analysis_snapshot(engine)
     again = run_analysis(database_url)
     assert again.exposures_analyzed == 0
@@ -143,7 +143,7 @@ def test_rerun_writes_nothing_and_a_new_rule_version_reevaluates(
     override = tmp_path / "rules.toml"
     override.write_text("[rules.high_jitter]\nversion = 2\nmax_combined_rms_mas = 5.0\n")
     bumped = run_analysis(database_url, rules_file=override)
-    assert bumped.exposures_analyzed == 9
+    assert bumped.exposures_analyzed == 12
     versions = _rows(engine, "SELECT DISTINCT rule_version FROM flag WHERE rule = 'high_jitter'")
     assert versions == [(2,)], "the stricter v2 threshold fires on the ~6 mas real exposures"
 

@@ -157,7 +157,11 @@ def test_asn_table_names_the_science_rootnames(real_data: Path) -> None:
     ]
 
 
-def test_science_files_are_skipped_with_a_reason(real_data: Path) -> None:
-    outcome = read_file(str(real_data / "ibxy01z8q_ima.fits"))
+def test_products_hstmon_does_not_read_are_skipped_with_a_reason(
+    real_data: Path, tmp_path: Path
+) -> None:
+    support = tmp_path / "ldfd01vnq_spt.fits.gz"
+    support.write_bytes((real_data / "ldfd01010_asn.fits.gz").read_bytes())
+    outcome = read_file(str(support))
     assert outcome.status == "skipped"
-    assert "'ima' products are not ingested" in (outcome.error or "")
+    assert "'spt' products are not ingested" in (outcome.error or "")
