@@ -20,7 +20,15 @@ from matplotlib.figure import Figure
 from sqlalchemy import Connection, select
 
 from analysis.verdicts import member_list
-from models.tables import Association, Exposure, Flag, JitterSample, Verdict
+from models.tables import (
+    Association,
+    Exposure,
+    Flag,
+    ImagePreview,
+    JitterSample,
+    PsfMeasurement,
+    Verdict,
+)
 
 __all__ = [
     "Assessment",
@@ -62,6 +70,8 @@ class Assessment:
     flags: list[dict[str, Any]]
     verdicts: dict[str, dict[str, Any]]  # exposure_id or asn_id -> verdict row
     samples: dict[str, pd.DataFrame]
+    previews: dict[str, list[dict[str, Any]]]  # exposure_id -> image_preview rows
+    psf: dict[str, list[dict[str, Any]]]  # exposure_id -> psf_measurement rows
 
     @property
     def visit_verdict(self) -> dict[str, Any] | None:
@@ -150,7 +160,23 @@ def gather(connection: Connection, requested: str) -> Assessment:
     )
     table = pd.DataFrame(connection.execute(samples_query).all(), columns=list(columns))
     samples = {key: group for key, group in table.groupby("exposure_id")}
-    return Assessment(requested, association, exposures, flags, verdicts, samples)
+    previews: dict[str, list[dict[str, Any]]] = {}
+    for row in _rows(
+        connection,
+        select(ImagePreview)
+        .where(ImagePreview.exposure_id.in_(exposure_ids))
+        .order_by(ImagePreview.kind, ImagePreview.extver),
+    ):
+        previews.setdefault(row["exposure_id"], []).append(row)
+    psf: dict[str, list[dict[str, Any]]] = {}
+    for row in _rows(
+        connection,
+        select(PsfMeasurement)
+        .where(PsfMeasurement.exposure_id.in_(exposure_ids))
+        .order_by(PsfMeasurement.kind, PsfMeasurement.extver),
+    ):
+        psf.setdefault(row["exposure_id"], []).append(row)
+    return Assessment(requested, association, exposures, flags, verdicts, samples, previews, psf)
 
 
 def jitter_plot_png(samples: pd.DataFrame, title: str) -> bytes:
@@ -276,10 +302,7 @@ def _html_exposure(assessment: Assessment, exposure: dict[str, Any]) -> str:
         parts.append(f"<img alt='jitter plot of {exposure_id}' src='data:image/png;base64,{png}'>")
     else:
         parts.append("<p>No JIT table ingested for this exposure.</p>")
-    parts.append(
-        "<p><i>Images (SCI/ERR/DQ) and radial profiles: no FLT/FLC/IMA file of this exposure "
-        "is in the store.</i></p>"
-    )
+    parts.append(_html_images(assessment, exposure_id))
     for flag in (f for f in assessment.flags if f["exposure_id"] == exposure_id):
         evidence = html.escape(json.dumps(flag["evidence"], indent=1, default=str))
         parts.append(
@@ -287,6 +310,65 @@ def _html_exposure(assessment: Assessment, exposure: dict[str, Any]) -> str:
             f"v{flag['rule_version']}: {html.escape(flag['message'])}</p><pre>{evidence}</pre>"
         )
     return "\n".join(parts)
+
+
+def radial_profile_png(psf_rows: list[dict[str, Any]], title: str) -> bytes:
+    """The fitted Moffat profiles of the measured stars, peak-normalised, against radius, with
+    the FWHM expected for the filter: a trailed or drifting PSF stands out as wider curves."""
+    figure = Figure(figsize=(5, 3.4), dpi=100)
+    axis = figure.subplots()
+    radius = np.linspace(0, 8, 200)
+    for row in psf_rows:
+        for star in row["stars"] or []:
+            gamma, alpha = star.get("moffat_gamma_pix"), star.get("moffat_alpha")
+            if gamma and alpha:
+                axis.plot(radius, (1 + (radius / gamma) ** 2) ** -alpha, color="tab:blue",
+                          alpha=0.25, linewidth=0.8)  # fmt: skip
+    nominal = next((r["fwhm_nominal_pix"] for r in psf_rows if r["fwhm_nominal_pix"]), None)
+    if nominal:
+        axis.axvline(nominal / 2, color="tab:green", linestyle="--", label="nominal HWHM")
+    measured = [r["fwhm_median_pix"] for r in psf_rows if r["fwhm_median_pix"]]
+    if measured:
+        axis.axvline(float(np.median(measured)) / 2, color="tab:red", label="measured HWHM")
+    axis.axhline(0.5, color="grey", linewidth=0.6)
+    axis.set_xlabel("radius [pixels]")
+    axis.set_ylabel("normalised Moffat fit")
+    axis.set_title(title, fontsize=10)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _png_tag(png: bytes, alt: str, width: int = 192) -> str:
+    encoded = base64.b64encode(png).decode()
+    return f"<img alt='{html.escape(alt)}' width='{width}' src='data:image/png;base64,{encoded}'>"
+
+
+def _html_images(assessment: Assessment, exposure_id: str) -> str:
+    previews = assessment.previews.get(exposure_id, [])
+    if not previews:
+        return "<p><i>No FLT/FLC/IMA file of this exposure is in the store: no images.</i></p>"
+    parts = ["<h4>Images (SCI, ERR, DQ; zscale)</h4>"]
+    for row in previews:
+        cells = [
+            _png_tag(row[f"{plane}_png"], f"{row['kind']} {plane} {row['extver']}")
+            for plane in ("sci", "err", "dq")
+            if row[f"{plane}_png"]
+        ]
+        parts.append(f"<p>{row['kind'].upper()} [SCI,{row['extver']}]<br>{''.join(cells)}</p>")
+    psf_rows = assessment.psf.get(exposure_id, [])
+    if psf_rows:
+        summary = "; ".join(
+            f"chip {r['extver']}: FWHM {_fmt(r['fwhm_median_pix'])} px (nominal "
+            f"{_fmt(r['fwhm_nominal_pix'])}), elongation {_fmt(r['elongation_median'])}, "
+            f"{r['n_psf_stars']} stars" + (f" ({r['reason']})" if r["reason"] else "")
+            for r in psf_rows
+        )
+        png = radial_profile_png(psf_rows, f"Radial profiles: {exposure_id}")
+        parts.append(f"<p>{html.escape(summary)}</p>{_png_tag(png, 'radial profiles', 500)}")
+    return "".join(parts)
 
 
 def render_html(assessment: Assessment) -> str:

@@ -14,11 +14,14 @@ from dashboard.queries import ProgramSummary, action_list, flag_counts, program_
 from ingest.cli import print_summary
 from ingest.pipeline import run_ingest
 from ingest.synth import write_archive
+from ingest.synth_images import write_archive_images
 from models.cli import database_option
 from models.database import make_engine, resolve_database_url
 
 __all__ = ["demo", "format_program_table"]
 
+# Science files (FLC/FLT with stars) for the first exposures, the IEPP01010 visit among them.
+_DEMO_IMAGES = 12
 _EXAMPLE_SQL = (
     "SELECT proposid, count(*), avg(v2_rms_mas), avg(v3_rms_mas) FROM exposure GROUP BY proposid;",
     "SELECT exposure_id, gsfail, guideact, jit_n_fill FROM exposure WHERE gsfail IS NOT NULL;",
@@ -99,8 +102,12 @@ def demo(
     """
     archive = archive or _default_archive()
     url = resolve_database_url(database_url)
-    click.echo(f"1/4 Writing a sample archive of {exposures} exposures to {archive} ...")
-    write_archive(archive, exposures, seed)
+    click.echo(
+        f"1/4 Writing a sample archive of {exposures} exposures (and {_DEMO_IMAGES} science "
+        f"files) to {archive} ..."
+    )
+    truth = write_archive(archive, exposures, seed)
+    write_archive_images(archive, truth, _DEMO_IMAGES, seed)
     click.echo("2/4 Ingesting it (Dask workers parse, one writer commits) ...")
     summary = run_ingest([archive], url, workers=workers)
     print_summary(summary)

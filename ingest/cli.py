@@ -107,18 +107,31 @@ def ingest(
     show_default=True,
     help="Write .fits.gz as MAST serves them, or plain .fits.",
 )
-def synth(directory: Path, exposures: int, seed: int, gzip: bool) -> None:
+@click.option(
+    "--images",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Also write FLC/FLT science files (stars of known FWHM, trailed where guiding "
+    "failed) for this many exposures, the IEPP01010 visit first.",
+)
+def synth(directory: Path, exposures: int, seed: int, gzip: bool, images: int) -> None:
     """Write a synthetic WFC3 archive of jitter files into DIRECTORY.
 
     Files have exactly the structure of genuine HST JIF/JIT/ASN files, for many programs, with
     nominal exposures and labelled failures (guide-star acquisition failure, loss of lock,
     take-data flag down, gyro drift, high jitter). The labels are written to DIRECTORY/truth.csv.
+    With --images, some exposures also get FLC/FLT files whose stars have a known FWHM.
     """
     from ingest.synth import write_archive
+    from ingest.synth_images import write_archive_images
 
     written = write_archive(directory, exposures, seed, gzip=gzip)
+    pictures = write_archive_images(directory, written, images, seed) if images else []
     modes: dict[str, int] = {}
     for exposure in written:
         modes[exposure.mode] = modes.get(exposure.mode, 0) + 1
     summary = ", ".join(f"{n} {mode}" for mode, n in sorted(modes.items()))
     click.echo(f"Wrote {len(written)} exposures to {directory} ({summary}); labels in truth.csv")
+    if pictures:
+        click.echo(f"and {len(pictures)} science files (injected PSF truth in images.csv)")

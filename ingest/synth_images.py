@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,9 +20,11 @@ __all__ = [
     "ImaTruth",
     "SatelliteTrail",
     "StarFieldTruth",
+    "SyntheticImage",
     "fwhm_after_pixelation",
     "make_star_field",
     "moffat_gamma",
+    "write_archive_images",
     "write_ir_flt",
     "write_ir_ima",
     "write_uvis_flc",
@@ -760,3 +763,63 @@ def write_ir_flt(
     ]
     _finish(path, primary, hdus)
     return truth
+
+
+# --- science files for a synthetic jitter archive ------------------------------------------
+
+IMAGES_TRUTH_FILE = "images.csv"
+_UVIS_FWHM_PIX = 1.9  # about the pixelated PSF of a mid-band UVIS filter
+_IR_FWHM_PIX = 1.4
+# Guide-star trouble smears stars: no guiding at all trails them most (DOMAIN.md 8).
+_TRAIL_PIX = {"gs_acq_failure": 9.0, "gyro_drift": 4.0}
+
+
+@dataclass(frozen=True)
+class SyntheticImage:
+    """A science file written for one exposure of the synthetic archive, and what it holds."""
+
+    exposure_id: str
+    path: str
+    kind: str  # flc | flt
+    fwhm_pix: float  # injected FWHM before trailing, in pixels
+    trail_pix: float  # injected trail length, in pixels (0 = round stars)
+
+
+def _image_order(exposures: Sequence[Any]) -> list[Any]:
+    """The IEPP01010 visit first (the seed notebook's example), then the rest in archive order."""
+    members = [e for e in exposures if e.rootname]
+    return sorted(members, key=lambda e: (e.asn_id != "iepp01010", e.asn_id, e.member_index))
+
+
+def write_archive_images(
+    out_dir: str | Path, exposures: Sequence[Any], n_images: int, seed: int = 0
+) -> list[SyntheticImage]:
+    """Write FLC (UVIS) or FLT (IR) files for ``n_images`` exposures of a synthetic archive.
+
+    ``exposures`` are the archive's truth rows (``ingest.synth.read_truth``); files go beside
+    each exposure's jitter files and the truth of what was injected to ``images.csv``.
+    """
+    out_dir = Path(out_dir)
+    written: list[SyntheticImage] = []
+    for index, exposure in enumerate(_image_order(exposures)[:n_images]):
+        folder = out_dir / str(exposure.proposid) / exposure.asn_id
+        trail = _TRAIL_PIX.get(exposure.mode, 0.0)
+        overrides = {"PROPOSID": exposure.proposid, "ASN_ID": exposure.asn_id.upper()}
+        if exposure.config.endswith("UVIS"):
+            path = folder / f"{exposure.rootname}_flc.fits"
+            write_uvis_flc(path, rootname=exposure.rootname, chip_shape=(256, 256), n_stars=40,
+                           fwhm_pix=_UVIS_FWHM_PIX, seed=seed + index, header_overrides=overrides,
+                           trail_pix=trail, trail_angle_deg=35.0)  # fmt: skip
+            kind, fwhm = "flc", _UVIS_FWHM_PIX
+        else:
+            path = folder / f"{exposure.rootname}_flt.fits"
+            write_ir_flt(path, rootname=exposure.rootname, size=256, n_stars=40,
+                         fwhm_pix=_IR_FWHM_PIX, seed=seed + index,
+                         header_overrides=overrides)  # fmt: skip
+            kind, fwhm, trail = "flt", _IR_FWHM_PIX, 0.0
+        written.append(SyntheticImage(exposure.exposure_id, str(path), kind, fwhm, trail))
+    with open(out_dir / IMAGES_TRUTH_FILE, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["exposure_id", "path", "kind", "fwhm_pix", "trail_pix"])
+        writer.writerows((i.exposure_id, i.path, i.kind, i.fwhm_pix, i.trail_pix) for i in written)
+    return written
