@@ -561,15 +561,22 @@ class Verdict(Base):
     )
 
 
-def _file_key() -> Mapped[int]:
-    return mapped_column(
+class _PerImage:
+    """The key every per-chip (or per-read) science table shares."""
+
+    file_id: Mapped[int] = mapped_column(
         ForeignKey("source_file.file_id", ondelete="CASCADE"),
         primary_key=True,
         comment="the science file measured",
     )
+    extver: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, comment="EXTVER of the SCI extension"
+    )
+    exposure_id: Mapped[str] = mapped_column(String(8), comment="exposure")
+    kind: Mapped[str] = mapped_column(String(8), comment="flc | flt | ima")
 
 
-class ImageMetric(Base):
+class ImageMetric(_PerImage, Base):
     """Statistics of one chip (FLT/FLC) or one read (IMA) of a science file."""
 
     __tablename__ = "image_metric"
@@ -578,12 +585,6 @@ class ImageMetric(Base):
         {"comment": "Per chip or IMA read: sky, DQ fractions, sources, S/N, read consistency."},
     )
 
-    file_id: Mapped[int] = _file_key()
-    extver: Mapped[int] = mapped_column(
-        Integer, primary_key=True, autoincrement=False, comment="EXTVER of the SCI extension"
-    )
-    exposure_id: Mapped[str] = mapped_column(String(8), comment="exposure")
-    kind: Mapped[str] = mapped_column(String(8), comment="flc | flt | ima")
     ccdchip: Mapped[int | None] = _int("CCDCHIP (UVIS: [SCI,1] is chip 2)")
     sampnum: Mapped[int | None] = _int("IMA: read number, 0 = zeroth read")
     samptime_s: Mapped[float | None] = _float("IMA: time of the read since the zeroth, s")
@@ -608,7 +609,7 @@ class ImageMetric(Base):
     )
 
 
-class PsfMeasurement(Base):
+class PsfMeasurement(_PerImage, Base):
     """The PSF of one chip of an FLT/FLC: Moffat FWHM and elongation of its isolated stars."""
 
     __tablename__ = "psf_measurement"
@@ -617,12 +618,6 @@ class PsfMeasurement(Base):
         {"comment": "Per chip: PSF FWHM and elongation from isolated unsaturated stars."},
     )
 
-    file_id: Mapped[int] = _file_key()
-    extver: Mapped[int] = mapped_column(
-        Integer, primary_key=True, autoincrement=False, comment="EXTVER of the SCI extension"
-    )
-    exposure_id: Mapped[str] = mapped_column(String(8), comment="exposure")
-    kind: Mapped[str] = mapped_column(String(8), comment="flc | flt")
     ccdchip: Mapped[int | None] = _int("CCDCHIP")
     n_psf_stars: Mapped[int] = mapped_column(Integer, comment="stars whose fit was kept")
     fwhm_median_pix: Mapped[float | None] = _float("median Moffat FWHM, pixels")
@@ -637,7 +632,7 @@ class PsfMeasurement(Base):
     )
 
 
-class ImagePreview(Base):
+class ImagePreview(_PerImage, Base):
     """Small zscale-stretched PNGs of a chip (SCI, ERR, DQ) so views need not open the file."""
 
     __tablename__ = "image_preview"
@@ -646,12 +641,6 @@ class ImagePreview(Base):
         {"comment": "Per chip: 192-px zscale PNG previews of SCI, ERR and DQ."},
     )
 
-    file_id: Mapped[int] = _file_key()
-    extver: Mapped[int] = mapped_column(
-        Integer, primary_key=True, autoincrement=False, comment="EXTVER of the SCI extension"
-    )
-    exposure_id: Mapped[str] = mapped_column(String(8), comment="exposure")
-    kind: Mapped[str] = mapped_column(String(8), comment="flc | flt | ima")
     sci_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, comment="SCI PNG")
     err_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, comment="ERR PNG")
     dq_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, comment="DQ PNG")

@@ -2,7 +2,7 @@
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-26 15:39:53.911760+00:00
+Create Date: 2026-11-26 15:44:42.259802+00:00
 """
 
 from collections.abc import Sequence
@@ -21,16 +21,6 @@ def upgrade() -> None:
 
     op.create_table(
         "image_metric",
-        sa.Column("file_id", sa.Integer(), nullable=False, comment="the science file measured"),
-        sa.Column(
-            "extver",
-            sa.Integer(),
-            autoincrement=False,
-            nullable=False,
-            comment="EXTVER of the SCI extension",
-        ),
-        sa.Column("exposure_id", sa.String(length=8), nullable=False, comment="exposure"),
-        sa.Column("kind", sa.String(length=8), nullable=False, comment="flc | flt | ima"),
         sa.Column(
             "ccdchip", sa.Integer(), nullable=True, comment="CCDCHIP (UVIS: [SCI,1] is chip 2)"
         ),
@@ -107,6 +97,16 @@ def upgrade() -> None:
             comment="IMA: excess outlier pixels in this read, sigma",
         ),
         sa.Column("reason", sa.Text(), nullable=True, comment="why some values are NULL"),
+        sa.Column("file_id", sa.Integer(), nullable=False, comment="the science file measured"),
+        sa.Column(
+            "extver",
+            sa.Integer(),
+            autoincrement=False,
+            nullable=False,
+            comment="EXTVER of the SCI extension",
+        ),
+        sa.Column("exposure_id", sa.String(length=8), nullable=False, comment="exposure"),
+        sa.Column("kind", sa.String(length=8), nullable=False, comment="flc | flt | ima"),
         sa.ForeignKeyConstraint(
             ["file_id"],
             ["source_file.file_id"],
@@ -121,6 +121,9 @@ def upgrade() -> None:
 
     op.create_table(
         "image_preview",
+        sa.Column("sci_png", sa.LargeBinary(), nullable=True, comment="SCI PNG"),
+        sa.Column("err_png", sa.LargeBinary(), nullable=True, comment="ERR PNG"),
+        sa.Column("dq_png", sa.LargeBinary(), nullable=True, comment="DQ PNG"),
         sa.Column("file_id", sa.Integer(), nullable=False, comment="the science file measured"),
         sa.Column(
             "extver",
@@ -131,9 +134,6 @@ def upgrade() -> None:
         ),
         sa.Column("exposure_id", sa.String(length=8), nullable=False, comment="exposure"),
         sa.Column("kind", sa.String(length=8), nullable=False, comment="flc | flt | ima"),
-        sa.Column("sci_png", sa.LargeBinary(), nullable=True, comment="SCI PNG"),
-        sa.Column("err_png", sa.LargeBinary(), nullable=True, comment="ERR PNG"),
-        sa.Column("dq_png", sa.LargeBinary(), nullable=True, comment="DQ PNG"),
         sa.ForeignKeyConstraint(
             ["file_id"],
             ["source_file.file_id"],
@@ -148,16 +148,6 @@ def upgrade() -> None:
 
     op.create_table(
         "psf_measurement",
-        sa.Column("file_id", sa.Integer(), nullable=False, comment="the science file measured"),
-        sa.Column(
-            "extver",
-            sa.Integer(),
-            autoincrement=False,
-            nullable=False,
-            comment="EXTVER of the SCI extension",
-        ),
-        sa.Column("exposure_id", sa.String(length=8), nullable=False, comment="exposure"),
-        sa.Column("kind", sa.String(length=8), nullable=False, comment="flc | flt"),
         sa.Column("ccdchip", sa.Integer(), nullable=True, comment="CCDCHIP"),
         sa.Column("n_psf_stars", sa.Integer(), nullable=False, comment="stars whose fit was kept"),
         sa.Column(
@@ -194,6 +184,16 @@ def upgrade() -> None:
             nullable=False,
             comment="the brightest fitted stars: position, FWHM, Moffat parameters",
         ),
+        sa.Column("file_id", sa.Integer(), nullable=False, comment="the science file measured"),
+        sa.Column(
+            "extver",
+            sa.Integer(),
+            autoincrement=False,
+            nullable=False,
+            comment="EXTVER of the SCI extension",
+        ),
+        sa.Column("exposure_id", sa.String(length=8), nullable=False, comment="exposure"),
+        sa.Column("kind", sa.String(length=8), nullable=False, comment="flc | flt | ima"),
         sa.ForeignKeyConstraint(
             ["file_id"],
             ["source_file.file_id"],
