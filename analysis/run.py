@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, Table, delete, insert, update
+from sqlalchemy import Connection, Engine, Table, delete
 
 from analysis.config import RuleSet, load_rules
 from analysis.frame import load_exposures, stale_exposure_ids
@@ -17,6 +17,7 @@ from analysis.rules import evaluate, exposure_seconds
 from analysis.verdicts import VerdictRecord, association_verdicts, exposure_verdicts
 from models.bulk import bulk_insert
 from models.database import ensure_schema, make_engine
+from models.runs import close_run, open_run
 from models.tables import AnalysisRun, AnalysisState, Flag, Verdict
 
 __all__ = ["AnalysisSummary", "run_analysis"]
@@ -57,31 +58,12 @@ def _delete_in(connection: Connection, table: Table, column: str, values: Iterab
 
 
 def _start(engine: Engine, rules: RuleSet, full: bool) -> int:
-    with engine.begin() as connection:
-        result = connection.execute(
-            insert(AnalysisRun)
-            .values(
-                started_at=datetime.now(UTC),
-                status="running",
-                rules={"versions": rules.versions(), "files": list(rules.sources), "full": full},
-            )
-            .returning(AnalysisRun.run_id)
-        )
-        return int(result.scalar_one())
+    used = {"versions": rules.versions(), "files": list(rules.sources), "full": full}
+    return open_run(engine, AnalysisRun, rules=used)
 
 
 def _finish(engine: Engine, summary: AnalysisSummary, status: str, message: str | None) -> None:
-    with engine.begin() as connection:
-        connection.execute(
-            update(AnalysisRun)
-            .where(AnalysisRun.run_id == summary.run_id)
-            .values(
-                finished_at=datetime.now(UTC),
-                status=status,
-                counts=summary.as_json(),
-                message=message,
-            )
-        )
+    close_run(engine, AnalysisRun, summary.run_id, status, summary.as_json(), message)
 
 
 def _flag_rows(flags: pd.DataFrame, frame: pd.DataFrame, run_id: int) -> list[dict[str, Any]]:

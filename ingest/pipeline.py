@@ -7,19 +7,19 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from dask.distributed import Client, LocalCluster, as_completed
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Engine
 from tqdm import tqdm
 
 from ingest.reader import StoredFile, read_file, unchanged_on_disk
 from ingest.records import FileOutcome
 from ingest.writer import StoreWriter, load_stored_files, with_copy_rows
 from models.database import ensure_schema, make_engine
+from models.runs import close_run, open_run
 from models.tables import IngestRun
 
 __all__ = ["IngestSummary", "dask_client", "discover", "run_ingest"]
@@ -129,28 +129,8 @@ def _chunks(paths: list[str], n_workers: int) -> list[list[str]]:
     return [paths[i : i + size] for i in range(0, len(paths), size)]
 
 
-def _start_run(engine: Engine, parameters: dict[str, Any]) -> int:
-    with engine.begin() as connection:
-        result = connection.execute(
-            insert(IngestRun)
-            .values(started_at=datetime.now(UTC), status="running", parameters=parameters)
-            .returning(IngestRun.run_id)
-        )
-        return int(result.scalar_one())
-
-
-def _finish_run(engine: Engine, summary: IngestSummary, status: str, message: str | None) -> None:
-    with engine.begin() as connection:
-        connection.execute(
-            update(IngestRun)
-            .where(IngestRun.run_id == summary.run_id)
-            .values(
-                finished_at=datetime.now(UTC),
-                status=status,
-                counts=summary.as_json(),
-                message=message,
-            )
-        )
+def _close(engine: Engine, summary: IngestSummary, status: str, message: str | None) -> None:
+    close_run(engine, IngestRun, summary.run_id, status, summary.as_json(), message)
 
 
 class _Batcher:
@@ -205,7 +185,8 @@ def run_ingest(
         "workers": workers,
         "retry_failed": retry_failed,
     }
-    summary = IngestSummary(_start_run(engine, parameters), engine.url.render_as_string())
+    run_id = open_run(engine, IngestRun, parameters=parameters)
+    summary = IngestSummary(run_id, engine.url.render_as_string())
     summary.files_seen = len(files)
     try:
         with engine.connect() as connection:
@@ -221,10 +202,10 @@ def run_ingest(
                 _stream(client, to_read, stored, task, batcher, progress)
         batcher.flush()
     except BaseException as exc:
-        _finish_run(engine, summary, "error", f"{type(exc).__name__}: {exc}")
+        _close(engine, summary, "error", f"{type(exc).__name__}: {exc}")
         engine.dispose()
         raise
-    _finish_run(engine, summary, "failed" if summary.failed else "succeeded", None)
+    _close(engine, summary, "failed" if summary.failed else "succeeded", None)
     engine.dispose()
     return summary
 

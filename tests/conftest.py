@@ -87,8 +87,11 @@ def dask_scheduler() -> Iterator[str]:
 
 
 _VOLATILE_COLUMNS = {"ingest_run_id", "ingested_at", "mtime_ns", "updated_at"}
-_FILE_ID_COLUMNS = {"file_id", "jif_file_id", "jit_file_id"}
-SNAPSHOT_TABLES = ("association", "exposure", "jitter_sample", "fits_header", "source_file")
+_FILE_ID_COLUMNS = {"file_id", "jif_file_id", "jit_file_id", "sci_file_id"}
+SNAPSHOT_TABLES = (
+    "association", "exposure", "jitter_sample", "fits_header", "source_file",
+    "image_metric", "psf_measurement", "image_preview",
+)  # fmt: skip
 
 
 def database_snapshot(engine: Engine) -> dict[str, list[tuple]]:
