@@ -77,10 +77,24 @@ def _file_sha256(path: str) -> str:
 
 
 def _parse_science(path: Path, kind: str) -> FileRecord:
-    """A science file through astropy; its truncation warning becomes the failure reason."""
+    """A science file through astropy; a short or cut file fails with a reason that says so."""
+    size = path.stat().st_size
+    if not path.name.endswith(".gz") and size % FITS_BLOCK:
+        msg = (
+            f"{path.name}: truncated: {size} bytes is not a whole number of "
+            f"{FITS_BLOCK}-byte FITS blocks"
+        )
+        raise FileFormatError(msg)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        record = parse_science_file(path, kind)
+        try:
+            record = parse_science_file(path, kind)
+        except (TypeError, ValueError) as exc:
+            if "too small" not in str(exc) and "truncated" not in str(exc):
+                raise
+            # numpy's words for a memory map that ends before the data does
+            msg = f"{path.name}: truncated: the file ends inside its data ({exc})"
+            raise FileFormatError(msg) from exc
     truncated = [w for w in caught if "truncated" in str(w.message)]
     if truncated:
         msg = f"{path.name}: truncated: {truncated[0].message}"

@@ -127,3 +127,21 @@ def test_wrongly_typed_keyword_is_reported(
 
     path = _edited(real_data / "ldfd01010_jif.fits.gz", tmp_path / "x_jif.fits", spoil)
     assert f"HDU {hdu_index}: keyword {keyword} = {value!r}, expected" in _failure(path)
+
+
+@pytest.mark.parametrize("cut_bytes", [300_000, 2880 * 100])
+def test_truncated_science_file_is_reported(
+    real_data: Path, tmp_path: Path, cut_bytes: int
+) -> None:
+    path = tmp_path / "ibxy01z8q_ima.fits"
+    path.write_bytes((real_data / "ibxy01z8q_ima.fits").read_bytes()[:cut_bytes])
+    error = _failure(path)
+    assert error.startswith("ibxy01z8q_ima.fits: truncated"), error
+
+
+def test_gzipped_science_file_is_read(real_data: Path, tmp_path: Path) -> None:
+    path = tmp_path / "ibxy01z8q_ima.fits.gz"
+    path.write_bytes(gzip.compress((real_data / "ibxy01z8q_ima.fits").read_bytes()))
+    outcome = read_file(str(path))
+    assert outcome.status == "ingested" and outcome.record is not None
+    assert [m["sampnum"] for m in outcome.record.image_metrics] == [0, 1, 2, 3]
