@@ -18,8 +18,7 @@ from pathlib import Path
 
 from ingest.fits_blocks import FileFormatError, FitsHDU, read_hdus
 from ingest.jitter_files import parse_asn, parse_jif, parse_jit
-from ingest.records import FileOutcome, FileRecord
-from ingest.science_files import SCIENCE_KINDS, parse_science_file
+from ingest.records import SCIENCE_KINDS, FileOutcome, FileRecord
 
 __all__ = ["PARSERS", "StoredFile", "product_kind", "read_file", "unchanged_on_disk"]
 
@@ -85,6 +84,9 @@ def _parse_science(path: Path, kind: str) -> FileRecord:
             f"{FITS_BLOCK}-byte FITS blocks"
         )
         raise FileFormatError(msg)
+    # Imported here: photutils and scipy cost a worker ~1.5 s, paid only if it meets an image.
+    from ingest.science_files import parse_science_file
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

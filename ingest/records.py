@@ -10,6 +10,8 @@ import numpy as np
 __all__ = [
     "OWNED_COLUMNS",
     "RANKED_COLUMNS",
+    "SCIENCE_KINDS",
+    "SCIENCE_RANK",
     "FileOutcome",
     "FileRecord",
     "HeaderRecord",
@@ -160,6 +162,10 @@ OWNED_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
         ),
     },
 }
+
+SCIENCE_KINDS: tuple[str, ...] = ("flc", "flt", "ima")
+# Which file's image metrics speak for the exposure: CTE-corrected FLC, then FLT, then IMA.
+SCIENCE_RANK: dict[str, int] = {"flc": 3, "flt": 2, "ima": 1}
 
 # Science files: the image-quality columns of the exposure come from its best-ranked science
 # file (FLC over FLT over IMA); a lower-ranked file never overwrites them.

@@ -20,14 +20,10 @@ from ingest.fits_blocks import FileFormatError
 from ingest.image_metrics import ChipMetrics, ima_read_metrics, measure_chip, preview_png
 from ingest.keywords import KeywordReader, header_to_json
 from ingest.psf import PsfSummary, nominal_fwhm_pix
-from ingest.records import FileRecord, HeaderRecord
+from ingest.records import SCIENCE_RANK, FileRecord, HeaderRecord
 from ingest.synth_images import fwhm_after_pixelation
 
-__all__ = ["SCIENCE_KINDS", "SCIENCE_RANK", "parse_science_file"]
-
-SCIENCE_KINDS = ("flc", "flt", "ima")
-# Which file's image metrics speak for the exposure: CTE-corrected FLC, then FLT, then IMA.
-SCIENCE_RANK = {"flc": 3, "flt": 2, "ima": 1}
+__all__ = ["parse_science_file"]
 _STARS_KEPT = 20  # brightest PSF stars stored per chip, for radial-profile plots
 _PREVIEW_PIX = 192
 

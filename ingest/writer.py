@@ -28,7 +28,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ingest.reader import StoredFile
-from ingest.records import OWNED_COLUMNS, RANKED_COLUMNS, FileOutcome, SampleBlock
+from ingest.records import (
+    OWNED_COLUMNS,
+    RANKED_COLUMNS,
+    SCIENCE_KINDS,
+    FileOutcome,
+    SampleBlock,
+)
 from models.tables import (
     JIT_COLUMNS,
     Association,
@@ -57,8 +63,7 @@ _FILE_ID_COLUMN = {
     "flt": "sci_file_id",
     "ima": "sci_file_id",
 }
-_SCIENCE_KINDS = ("flc", "flt", "ima")
-_WRITE_ORDER = ("asn", "jit", "jif", *_SCIENCE_KINDS)
+_WRITE_ORDER = ("asn", "jit", "jif", *SCIENCE_KINDS)
 
 
 def load_stored_files(connection: Connection) -> dict[str, StoredFile]:
@@ -238,7 +243,7 @@ def _release(connection: Connection, files: list[tuple[str, int]], now: datetime
         ids = [file_id for file_kind, file_id in files if file_kind == kind]
         if not ids:
             continue
-        if kind in _SCIENCE_KINDS:
+        if kind in SCIENCE_KINDS:
             cleared_science: dict[str, Any] = dict.fromkeys(RANKED_COLUMNS) | {"updated_at": now}
             connection.execute(
                 update(Exposure).where(Exposure.sci_file_id.in_(ids)).values(cleared_science)
@@ -353,7 +358,7 @@ class StoreWriter:
             ]
         for kind in _WRITE_ORDER:
             owned = OWNED_COLUMNS.get(kind, {})
-            ranked = RANKED_COLUMNS if kind in _SCIENCE_KINDS else ()
+            ranked = RANKED_COLUMNS if kind in SCIENCE_KINDS else ()
             rows = [row for k, row in associations if k == kind]
             _upsert(connection, Association.__table__, "asn_id", rows, owned.get("association", ()))
             rows = [row for k, row in exposures if k == kind]
