@@ -30,6 +30,11 @@ def _is_true(frame: pd.DataFrame, column: str) -> pd.Series:
     return frame[column].map(lambda v: v is True or v == 1).astype(bool)
 
 
+def _n(value: Any, spec: str = ".1f") -> str:
+    """A number for a sentence; '?' where the file gave none (None or NaN)."""
+    return "?" if value is None or pd.isna(value) else format(value, spec)
+
+
 def _json(value: Any) -> Any:
     """A value as JSON: NaN and missing as None, numpy scalars as Python, times as ISO text."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
@@ -121,8 +126,9 @@ def loss_of_lock(frame: pd.DataFrame, rule: RuleConfig, rules: RuleSet) -> pd.Da
         fired,
         severity,
         lambda r: (
-            f"Lost lock {int(r.nlosses)} time(s) for {r.lockloss_s:.0f} s "
-            f"({r.fraction:.0%} of the {r.seconds:.0f} s exposure; limit {threshold:.0%})."
+            f"Lost lock {_n(r.nlosses, '.0f')} time(s) for {_n(r.lockloss_s, '.0f')} s "
+            f"({_n(r.fraction, '.0%')} of the {_n(r.seconds, '.0f')} s exposure; "
+            f"limit {threshold:.0%})."
         ),
         lambda r: {
             "NLOSSES": r.nlosses,
@@ -143,9 +149,8 @@ def take_data_down(frame: pd.DataFrame, rule: RuleConfig, rules: RuleSet) -> pd.
     def message(row: Any) -> str:
         parts = ["TDF-DOWN set"] if row.c_tdf else []
         if pd.notna(row.jit_takedata_frac):
-            parts.append(
-                f"TakeData=1 in {row.jit_takedata_frac:.0%} of {row.jit_n_samples:.0f} JIT rows"
-            )
+            rows = _n(row.jit_n_samples, ".0f")
+            parts.append(f"TakeData=1 in {row.jit_takedata_frac:.0%} of {rows} JIT rows")
         return f"Take-data flag down ({'; '.join(parts)}; limit {minimum:.0%})."
 
     return _flags(
@@ -232,7 +237,9 @@ def recentering(frame: pd.DataFrame, rule: RuleConfig, rules: RuleSet) -> pd.Dat
     return _flags(
         fired,
         rule.severity,
-        lambda r: f"The FGS re-centred {int(r.nrecent)} time(s) ({r.recentr_s or 0:.0f} s).",
+        lambda r: (
+            f"The FGS re-centred {_n(r.nrecent, '.0f')} time(s) ({_n(r.recentr_s, '.0f')} s)."
+        ),
         lambda r: {"NRECENT": r.nrecent, "RECENTR_s": r.recentr_s},
     )
 
@@ -245,8 +252,8 @@ def telemetry_gaps(frame: pd.DataFrame, rule: RuleConfig, rules: RuleSet) -> pd.
         fired,
         rule.severity,
         lambda r: (
-            f"Telemetry problems in the visit: {int(r.t_ntmgap or 0)} gap(s), "
-            f"{r.t_tmgap or 0:.0f} s missing."
+            f"Telemetry problems in the visit: {_n(r.t_ntmgap, '.0f')} gap(s), "
+            f"{_n(r.t_tmgap, '.0f')} s missing."
         ),
         lambda r: {
             "T_NTMGAP": r.t_ntmgap,
@@ -319,8 +326,8 @@ def degraded_psf(frame: pd.DataFrame, rule: RuleConfig, rules: RuleSet) -> pd.Da
         fired,
         rule.severity,
         lambda r: (
-            f"PSF FWHM {r.fwhm_median_pix:.2f} px is {r.ratio:.2f}x nominal; "
-            f"elongation {r.elongation_median:.2f}."
+            f"PSF FWHM {_n(r.fwhm_median_pix, '.2f')} px is {_n(r.ratio, '.2f')}x nominal; "
+            f"elongation {_n(r.elongation_median, '.2f')}."
         ),
         lambda r: {
             "fwhm_median_pix": r.fwhm_median_pix,

@@ -10,6 +10,7 @@ from sqlalchemy.engine import make_url
 
 from analysis.cli import print_analysis
 from analysis.run import run_analysis
+from dashboard.cli import dashboard_hint
 from dashboard.queries import ProgramSummary, action_list, flag_counts, program_summaries
 from ingest.cli import print_summary
 from ingest.pipeline import run_ingest
@@ -125,3 +126,4 @@ def demo(
         click.echo(f"Try:  sqlite3 {where}")
     for sql in _EXAMPLE_SQL:
         click.echo(f"      {sql}")
+    click.echo(dashboard_hint(url))

@@ -126,8 +126,10 @@ def check_statement(sql: str) -> str:
 
 def _sqlite_read_only_url(url: URL) -> URL:
     database = url.database or ""
-    if database in ("", ":memory:") or database.startswith("file:"):
-        msg = f"the SQL page needs an SQLite file, not {database or 'an in-memory database'}"
+    if database.startswith("file:"):  # already a URI filename: force read-only
+        return url.set(query={**url.query, "mode": "ro", "uri": "true"})
+    if database in ("", ":memory:"):
+        msg = "a read-only connection needs an SQLite file, not an in-memory database"
         raise SqlError(msg)
     path = urllib.parse.quote(str(Path(database).expanduser().resolve()))
     return url.set(database=f"file:{path}", query={"mode": "ro", "uri": "true"})
@@ -140,16 +142,15 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _postgres_on_begin(connection: Any) -> None:
-    connection.exec_driver_sql("SET TRANSACTION READ ONLY")
-
-
-def read_only_engine(url: str | None = None) -> Engine:
+def read_only_engine(url: str | None = None, *, pooled: bool = False) -> Engine:
     """An engine whose connections cannot write: SQLite opened read-only, PostgreSQL sessions in
     read-only transactions.
 
     ``url`` is resolved like every hstmon command's ``--db`` (default: $HSTMON_DATABASE_URL,
-    then the SQLite file in the data directory). Connections are not pooled.
+    then the SQLite file in the data directory). PostgreSQL connections are pooled (a few,
+    checked before use) only with ``pooled``, for a long-lived process like the dashboard:
+    dispose of the engine when done. SQLite connections are never pooled (they open in
+    microseconds).
     """
     resolved = make_url(resolve_database_url(url))
     backend = resolved.get_backend_name()
@@ -158,13 +159,15 @@ def read_only_engine(url: str | None = None) -> Engine:
         event.listen(engine, "connect", _sqlite_on_connect)
         return engine
     if backend == "postgresql":
-        engine = create_engine(
-            resolved,
-            poolclass=NullPool,
-            connect_args={"options": "-c default_transaction_read_only=on"},
-        )
-        event.listen(engine, "begin", _postgres_on_begin)
-        return engine
+        # Every transaction of these sessions is read-only unless a statement changes the
+        # default, which the SQL page's statement check refuses (and SET TRANSACTION repeats).
+        options = {"connect_args": {"options": "-c default_transaction_read_only=on"}}
+        if pooled:
+            return create_engine(
+                resolved, pool_size=2, max_overflow=4, pool_pre_ping=True, pool_recycle=600,
+                **options,
+            )  # fmt: skip
+        return create_engine(resolved, poolclass=NullPool, **options)
     msg = f"hstmon reads SQLite or PostgreSQL, not {backend}"
     raise SqlError(msg)
 
@@ -218,7 +221,8 @@ def _run_postgres(engine: Engine, sql: str, row_limit: int, timeout_s: float) ->
 
     started = time.perf_counter()
     explain = sql.lstrip().lower().startswith("explain")
-    with engine.connect() as connection:  # begins with SET TRANSACTION READ ONLY
+    with engine.connect() as connection:
+        connection.exec_driver_sql("SET TRANSACTION READ ONLY")
         connection.exec_driver_sql(
             "SELECT set_config('statement_timeout', %(ms)s, true)",
             {"ms": str(max(1, round(timeout_s * 1000)))},
@@ -242,7 +246,12 @@ def _run_postgres(engine: Engine, sql: str, row_limit: int, timeout_s: float) ->
 
 
 def run_readonly_sql(
-    url: str | None, sql: str, row_limit: int = 1000, timeout_s: float = 5.0
+    url: str | None,
+    sql: str,
+    row_limit: int = 1000,
+    timeout_s: float = 5.0,
+    *,
+    check: bool = True,
 ) -> SqlResult:
     """Run one user-written read-only statement with a row limit and a time limit.
 
@@ -256,6 +265,9 @@ def run_readonly_sql(
         Rows returned at most; ``SqlResult.truncated`` says when more existed.
     timeout_s : float
         Seconds the query may run before it is cancelled.
+    check : bool
+        Refuse anything but one read-only statement before sending it (default). ``False``
+        leaves the refusal to the read-only connection alone: tests use it to prove that.
 
     Raises
     ------
@@ -269,7 +281,7 @@ def run_readonly_sql(
     if row_limit < 1 or timeout_s <= 0:
         msg = f"row_limit must be >= 1 and timeout_s > 0, not {row_limit} and {timeout_s}"
         raise ValueError(msg)
-    statement = check_statement(sql)
+    statement = check_statement(sql) if check else sql
     engine = read_only_engine(url)
     try:
         if engine.dialect.name == "sqlite":

@@ -27,6 +27,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "db": ("models.cli:db", "Create, upgrade or inspect the database schema."),
     "analyze": ("analysis.cli:analyze", "Flag anomalous exposures and give HOPR verdicts."),
     "assess": ("analysis.cli:assess", "The exception-report checklist for one visit, as a report."),
+    "dashboard": (
+        "dashboard.cli:dashboard",
+        "Open the dashboard: trends, drilldowns, SQL (Streamlit).",
+    ),
 }
 
 
@@ -76,6 +80,7 @@ def main() -> None:
     Your data:    hstmon ingest DIR...   (then query the database with SQL)
     Then:         hstmon analyze         (flags and HOPR verdicts)
     One report:   hstmon assess IEPP01010
+    Browse:       hstmon dashboard
     """
 
 

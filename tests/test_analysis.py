@@ -235,3 +235,28 @@ def test_analysis_tables_survive_a_snapshot_of_the_ingest(
     before = database_snapshot(engine)
     run_analysis(database_url)
     assert database_snapshot(engine) == before, "analysis never writes to the ingest tables"
+
+
+def test_sentences_survive_missing_values() -> None:
+    from analysis.rules import evaluate
+
+    rules = load_rules()
+    row = {
+        "exposure_id": "iabc01a1", "asn_id": "iabc01010", "asn_member_index": 1,
+        "proposid": 17000, "config": "WFC3/UVIS", "jit_duration_s": 500.0,
+        "window_start": pd.Timestamp("2026-10-01", tz="UTC"),
+        "window_end": pd.Timestamp("2026-10-01 00:10", tz="UTC"),
+        "nlosses": 2, "lockloss_s": None, "nrecent": 1, "recentr_s": None,
+        "fwhm_median_pix": 3.0, "fwhm_nominal_pix": 1.9, "elongation_median": None,
+        "t_ntmgap": None, "t_tmgap": 4.0,
+    }  # fmt: skip
+    columns = ["jif_file_id", "gsfail", "gsacq", "v2_rms_mas", "v3_rms_mas", "gsseprms_mas",
+               "jit_n_samples", "jit_n_fill", "jit_takedata_frac", "tdf_down", "guideact",
+               "guidecmd", "t_gsfail", "t_notlm", "t_tlmprb", "drift_trend_v2_mas",
+               "drift_trend_v3_mas"]  # fmt: skip
+    frame = pd.DataFrame([dict.fromkeys(columns) | row]).set_index("exposure_id", drop=False)
+    flags, _ = evaluate(frame, rules)
+    messages = dict(zip(flags["rule"], flags["message"], strict=True))
+    assert messages["loss_of_lock"].startswith("Lost lock 2 time(s) for ? s")
+    assert "elongation ?" in messages["degraded_psf"]
+    assert "? gap(s), 4 s missing" in messages["telemetry_gaps"]

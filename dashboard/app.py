@@ -1,0 +1,23 @@
+"""The hstmon dashboard (Streamlit): `hstmon dashboard` runs `streamlit run` on this file.
+
+One router: each page is a script in ``pages/`` and reads the store through ``dashboard.queries``
+(cached, read-only). The store is $HSTMON_DATABASE_URL, which `hstmon dashboard --db` sets.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+st.set_page_config(page_title="hstmon", page_icon=":material/satellite_alt:", layout="wide")
+
+PAGES = [
+    st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    st.Page("pages/trends.py", title="Trends", icon=":material/trending_up:", url_path="trends"),
+    st.Page(
+        "pages/programs.py", title="Programs", icon=":material/folder_open:", url_path="programs"
+    ),
+    st.Page("pages/exposure.py", title="Exposure", icon=":material/search:", url_path="exposure"),
+    st.Page("pages/sql.py", title="SQL", icon=":material/terminal:", url_path="sql"),
+]
+
+st.navigation(PAGES).run()
