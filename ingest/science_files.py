@@ -20,8 +20,8 @@ from ingest.fits_blocks import FileFormatError
 from ingest.image_metrics import ChipMetrics, ima_read_metrics, measure_chip, preview_png
 from ingest.keywords import KeywordReader, header_to_json
 from ingest.psf import PsfSummary, nominal_fwhm_pix
+from ingest.psf_profiles import fwhm_after_pixelation
 from ingest.records import SCIENCE_RANK, FileRecord, HeaderRecord
-from ingest.synth_images import fwhm_after_pixelation
 
 __all__ = ["parse_science_file"]
 _STARS_KEPT = 20  # brightest PSF stars stored per chip, for radial-profile plots

@@ -12,8 +12,9 @@ from typing import Any, Literal
 import numpy as np
 from astropy.io import fits
 from numpy.typing import NDArray
-from scipy.optimize import brentq
 from scipy.signal import oaconvolve
+
+from ingest.psf_profiles import Profile, fwhm_after_pixelation, profile_value
 
 __all__ = [
     "FILTER_PIVOT_ANGSTROM",
@@ -21,16 +22,13 @@ __all__ = [
     "SatelliteTrail",
     "StarFieldTruth",
     "SyntheticImage",
-    "fwhm_after_pixelation",
     "make_star_field",
-    "moffat_gamma",
     "write_archive_images",
     "write_ir_flt",
     "write_ir_ima",
     "write_uvis_flc",
 ]
 
-Profile = Literal["moffat", "gaussian"]
 Sampling = Literal["integrated", "center"]
 
 # Pivot wavelengths (PHOTPLAM, Å) of common filters.  F555W, F110W and F130N are the values in the
@@ -101,55 +99,6 @@ class ImaTruth:
     satellite_sampnum: int | None  # SAMPNUM of the read in which the satellite crossed
 
 
-def moffat_gamma(fwhm_pix: float, alpha: float) -> float:
-    """Moffat core width γ in pixels for a FWHM in pixels and power index α."""
-    return fwhm_pix / (2.0 * math.sqrt(2.0 ** (1.0 / alpha) - 1.0))
-
-
-def _profile_value(
-    r2: NDArray[np.float64], fwhm_pix: float, profile: Profile, alpha: float
-) -> NDArray[np.float64]:
-    """Unit-flux circular PSF at squared radii r2 (pixels²), per pixel²."""
-    if profile == "gaussian":
-        sigma2 = (fwhm_pix / (2.0 * math.sqrt(2.0 * math.log(2.0)))) ** 2
-        return np.exp(-0.5 * r2 / sigma2) / (2.0 * math.pi * sigma2)
-    if profile == "moffat":
-        gamma2 = moffat_gamma(fwhm_pix, alpha) ** 2
-        return (alpha - 1.0) / (math.pi * gamma2) * (1.0 + r2 / gamma2) ** (-alpha)
-    msg = f"profile must be 'moffat' or 'gaussian', got {profile!r}"
-    raise ValueError(msg)
-
-
-def _pixel_value(
-    dx: float, dy: float, fwhm_pix: float, profile: Profile, alpha: float, sub: int = 40
-) -> float:
-    """Mean of the unit-flux PSF over the pixel whose centre is (dx, dy) from the star."""
-    offsets = (np.arange(sub) + 0.5) / sub - 0.5
-    gx, gy = np.meshgrid(dx + offsets, dy + offsets)
-    return float(_profile_value(gx**2 + gy**2, fwhm_pix, profile, alpha).mean())
-
-
-def fwhm_after_pixelation(
-    fwhm_pix: float, profile: Profile = "moffat", alpha: float = 2.5
-) -> float:
-    """FWHM in pixels of a circular PSF after integration over square pixels.
-
-    The profile integrated over a pixel is what pixel values sample; its half-maximum radius is
-    averaged over the pixel axis and the diagonal, since the pixel box is not round.  A radial
-    profile fit on real pixels measures this, not the optical FWHM (the handbook tables give the
-    latter).
-    """
-    peak = _pixel_value(0.0, 0.0, fwhm_pix, profile, alpha)
-    widths = []
-    for ux, uy in ((1.0, 0.0), (math.sqrt(0.5), math.sqrt(0.5))):
-
-        def excess(d: float, ux: float = ux, uy: float = uy) -> float:
-            return _pixel_value(d * ux, d * uy, fwhm_pix, profile, alpha) - 0.5 * peak
-
-        widths.append(2.0 * brentq(excess, 1e-3, 5.0 * fwhm_pix + 2.0))
-    return float(np.mean(widths))
-
-
 def _render_stars(
     shape: tuple[int, int],
     x: NDArray[np.float64],
@@ -175,7 +124,7 @@ def _render_stars(
             continue
         dx = (cols[keep_c] - xs)[None, None, :, None] + offsets[None, None, None, :]
         dy = (rows[keep_r] - ys)[:, None, None, None] + offsets[None, :, None, None]
-        values = _profile_value(dx**2 + dy**2, fwhm_pix, profile, alpha).mean(axis=(1, 3))
+        values = profile_value(dx**2 + dy**2, fwhm_pix, profile, alpha).mean(axis=(1, 3))
         image[np.ix_(rows[keep_r], cols[keep_c])] += fs * values
     return image
 

@@ -15,7 +15,8 @@ from ingest.psf import (
     nominal_fwhm_confirmed,
     nominal_fwhm_pix,
 )
-from ingest.synth_images import make_star_field, moffat_gamma
+from ingest.psf_profiles import moffat_gamma
+from ingest.synth_images import make_star_field
 
 FIELD = (384, 384)
 

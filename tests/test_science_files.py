@@ -11,8 +11,9 @@ from sqlalchemy import Engine, text
 
 from analysis.run import run_analysis
 from ingest.pipeline import run_ingest
+from ingest.psf_profiles import fwhm_after_pixelation
 from ingest.synth import write_archive
-from ingest.synth_images import fwhm_after_pixelation, write_archive_images, write_uvis_flc
+from ingest.synth_images import write_archive_images, write_uvis_flc
 
 
 def _one(engine: Engine, sql: str) -> dict:
