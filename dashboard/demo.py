@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -10,7 +11,7 @@ from sqlalchemy.engine import make_url
 
 from analysis.cli import print_analysis
 from analysis.run import run_analysis
-from dashboard.cli import dashboard_hint
+from dashboard.cli import dashboard, dashboard_hint
 from dashboard.queries import ProgramSummary, action_list, flag_counts, program_summaries
 from ingest.cli import print_summary
 from ingest.pipeline import run_ingest
@@ -127,3 +128,10 @@ def demo(
     for sql in _EXAMPLE_SQL:
         click.echo(f"      {sql}")
     click.echo(dashboard_hint(url))
+    # Only a person at a terminal is asked; a script or CI never waits for an answer.
+    if (
+        sys.stdin.isatty()
+        and sys.stdout.isatty()
+        and click.confirm("Open the dashboard now?", default=False)
+    ):
+        click.get_current_context().invoke(dashboard, database_url=url)
