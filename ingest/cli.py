@@ -10,6 +10,7 @@ from sqlalchemy.exc import OperationalError
 
 from ingest.pipeline import IngestSummary, run_ingest
 from models.cli import database_option
+from models.database import SchemaOutdatedError
 
 __all__ = ["ingest", "print_summary", "synth"]
 
@@ -86,6 +87,8 @@ def ingest(
         )
     except OperationalError as exc:
         raise click.ClickException(f"cannot use the database: {exc.orig}") from exc
+    except SchemaOutdatedError as exc:
+        raise click.ClickException(str(exc)) from exc
     print_summary(summary)
     if summary.failed:
         sys.exit(1)

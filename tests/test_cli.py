@@ -82,3 +82,15 @@ def test_unreachable_database_is_a_clear_error(runner: CliRunner, real_data: Pat
     assert result.exit_code == 1
     assert "cannot use the database" in result.output
     assert "Traceback" not in result.output
+
+
+def test_an_outdated_schema_is_a_clear_error(
+    runner: CliRunner, real_data: Path, tmp_path: Path
+) -> None:
+    from models.database import upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    upgrade(url, "0001")
+    result = runner.invoke(main, ["ingest", str(real_data), "--db", url])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "has schema revision 0001" in result.output and "hstmon db upgrade" in result.output
