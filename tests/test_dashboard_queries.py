@@ -6,9 +6,7 @@ the IEPP01010 visit, ingested and analysed. Answers are checked against pandas o
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
@@ -16,8 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import scratch_postgres_database
 from numpy.testing import assert_allclose
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -29,7 +28,6 @@ from ingest.synth import read_truth
 from ingest.synth_images import write_archive_images
 from models.database import make_engine, upgrade
 
-POSTGRES_URL_ENV = "HSTMON_TEST_POSTGRES_URL"
 TODAY = date(2026, 11, 26)  # the analysis date: days left to HOPR deadlines count from it
 STORES = ["sqlite", "postgres"]
 
@@ -40,20 +38,8 @@ def scratch_database(kind: str, folder: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{folder / 'store.sqlite'}"
         return
-    server = os.environ.get(POSTGRES_URL_ENV)
-    if not server:
-        pytest.skip(f"set {POSTGRES_URL_ENV} to run this test on PostgreSQL too (.ci/run does)")
-    admin_url = make_url(server).set(drivername="postgresql+psycopg")
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"hstmon_dash_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_postgres_database("hstmon_dash") as url:
+        yield url
 
 
 def write_science_images(archive: Path, folder: Path, count: int = 8) -> Path:
