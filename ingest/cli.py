@@ -6,11 +6,11 @@ import sys
 from pathlib import Path
 
 import click
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from ingest.pipeline import IngestSummary, run_ingest
 from models.cli import database_option
-from models.database import SchemaOutdatedError
+from models.database import SchemaOutdatedError, lost_database_message
 
 __all__ = ["ingest", "print_summary", "synth"]
 
@@ -85,8 +85,8 @@ def ingest(
             retry_failed=retry_failed,
             progress=progress,
         )
-    except OperationalError as exc:
-        raise click.ClickException(f"cannot use the database: {exc.orig}") from exc
+    except DBAPIError as exc:
+        raise click.ClickException(lost_database_message(exc)) from exc
     except SchemaOutdatedError as exc:
         raise click.ClickException(str(exc)) from exc
     print_summary(summary)

@@ -13,6 +13,7 @@ from typing import Any
 
 from dask.distributed import Client, LocalCluster, as_completed
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from tqdm import tqdm
 
 from ingest.reader import StoredFile, read_file, unchanged_on_disk
@@ -22,7 +23,7 @@ from models.database import ensure_schema, make_engine
 from models.runs import close_run, open_run
 from models.tables import IngestRun
 
-__all__ = ["IngestSummary", "dask_client", "discover", "run_ingest"]
+__all__ = ["ClusterError", "IngestSummary", "dask_client", "discover", "run_ingest"]
 
 _FITS_SUFFIXES = (".fits", ".fits.gz")
 # Tasks are chunks of files: each Dask task costs ~1 ms of scheduling, a small jitter file ~5 ms.
@@ -33,6 +34,10 @@ _TASKS_IN_FLIGHT_PER_WORKER = 16
 # A batch is one transaction: large enough to amortise commits, small enough to keep memory flat.
 _BATCH_SAMPLES = 40_000
 _BATCH_FILES = 200
+
+
+class ClusterError(RuntimeError):
+    """The Dask scheduler could not be reached, or was lost while files were being read."""
 
 
 @dataclass
@@ -97,7 +102,13 @@ def read_files(
 def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Client]:
     """A client of the given scheduler, or of a local cluster of ``workers`` processes."""
     if scheduler:
-        with Client(scheduler, timeout="30s") as client:
+        # The connect timeout is Dask's `distributed.comm.timeouts.connect` (default 30 s).
+        try:
+            client = Client(scheduler)
+        except OSError as exc:
+            msg = f"cannot reach the Dask scheduler at {scheduler}: {exc}"
+            raise ClusterError(msg) from exc
+        with client:
             yield client
         return
     n_workers = workers or os.cpu_count() or 1
@@ -112,6 +123,18 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Client]:
         Client(cluster) as client,
     ):
         yield client
+
+
+@contextmanager
+def _client_for(
+    client: Client | None, scheduler: str | None, workers: int | None
+) -> Iterator[Client]:
+    """The caller's client when given (left open), else one made for this run."""
+    if client is not None:
+        yield client
+        return
+    with dask_client(scheduler, workers) as made:
+        yield made
 
 
 def _needing_work(files: list[str], stored: dict[str, StoredFile]) -> list[str]:
@@ -131,6 +154,16 @@ def _chunks(paths: list[str], n_workers: int) -> list[list[str]]:
 
 def _close(engine: Engine, summary: IngestSummary, status: str, message: str | None) -> None:
     close_run(engine, IngestRun, summary.run_id, status, summary.as_json(), message)
+
+
+def _close_after_error(engine: Engine, summary: IngestSummary, exc: BaseException) -> None:
+    """Record why the run stopped, if the store can still be told (it may be what failed)."""
+    try:
+        _close(engine, summary, "error", f"{type(exc).__name__}: {exc}")
+    except DBAPIError:
+        # The store is gone: the row stays 'running' without finished_at, which says "killed";
+        # the caller reports the original error.
+        engine.dispose()
 
 
 class _Batcher:
@@ -170,11 +203,15 @@ def run_ingest(
     workers: int | None = None,
     retry_failed: bool = False,
     progress: bool | None = None,
+    client: Client | None = None,
+    parent: dict[str, Any] | None = None,
 ) -> IngestSummary:
     """Ingest every jitter file under ``paths`` into the store; returns what happened.
 
-    Files are parsed in parallel on Dask; one writer on this process commits batches. Files
-    already ingested with the same content are not parsed again.
+    Files are parsed in parallel on Dask (``client``, else one of ``scheduler``, else a local
+    cluster); one writer on this process commits batches. Files already ingested with the same
+    content are not parsed again. ``parent`` is recorded in the run's parameters (e.g. the
+    nightly run that started it).
     """
     files = discover(paths)
     engine = make_engine(database_url)
@@ -184,6 +221,7 @@ def run_ingest(
         "scheduler": scheduler,
         "workers": workers,
         "retry_failed": retry_failed,
+        **(parent or {}),
     }
     run_id = open_run(engine, IngestRun, parameters=parameters)
     summary = IngestSummary(run_id, engine.url.render_as_string())
@@ -196,13 +234,13 @@ def run_ingest(
         if len(to_read) < len(files):
             summary.counts["unchanged"] = len(files) - len(to_read)
         if to_read:
-            with dask_client(scheduler, workers) as client:
-                encode_copy = engine.dialect.name == "postgresql"
-                task = partial(read_files, retry_failed=retry_failed, encode_copy=encode_copy)
-                _stream(client, to_read, stored, task, batcher, progress)
+            encode_copy = engine.dialect.name == "postgresql"
+            task = partial(read_files, retry_failed=retry_failed, encode_copy=encode_copy)
+            with _client_for(client, scheduler, workers) as chosen:
+                _stream(chosen, to_read, stored, task, batcher, progress)
         batcher.flush()
     except BaseException as exc:
-        _close(engine, summary, "error", f"{type(exc).__name__}: {exc}")
+        _close_after_error(engine, summary, exc)
         engine.dispose()
         raise
     _close(engine, summary, "failed" if summary.failed else "succeeded", None)
@@ -235,6 +273,11 @@ def _stream(
     exposures_seen = 0
     with tqdm(total=len(files), unit="file", disable=not show, leave=False) as bar:
         for _, outcomes in in_flight:
+            if isinstance(outcomes, BaseException):
+                # A task's error raises from `in_flight`; a cancelled task comes back as its
+                # reason, e.g. when this client lost the scheduler.
+                msg = f"lost the Dask scheduler at {client.scheduler.address}: {outcomes}"
+                raise ClusterError(msg)
             submit_next()
             batcher.add(outcomes)
             exposures_seen += sum(len(o.record.exposures) for o in outcomes if o.record)

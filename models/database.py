@@ -9,8 +9,9 @@ from pathlib import Path
 import platformdirs
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import NullPool
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "default_database_url",
     "downgrade",
     "ensure_schema",
+    "lost_database_message",
     "make_engine",
     "resolve_database_url",
     "upgrade",
@@ -81,14 +83,37 @@ class SchemaOutdatedError(RuntimeError):
     """The database's schema is older than this hstmon: `hstmon db upgrade` brings it up."""
 
 
+# Key of the PostgreSQL advisory lock held while one process creates the schema ("hsts").
+_SCHEMA_LOCK_KEY = 0x68737473
+
+
 def ensure_schema(engine: Engine) -> None:
-    """Create the schema in an empty database; refuse one at an older revision, politely."""
+    """Create the schema in an empty database; refuse one at an older revision, politely.
+
+    On PostgreSQL the check and the creation happen under an advisory lock, so two runs started
+    at once on an empty database do not both try to create it.
+    """
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+            connection.commit()
+        try:
+            _create_or_check(engine, connection)
+        finally:
+            if engine.dialect.name == "postgresql":
+                connection.execute(
+                    text("SELECT pg_advisory_unlock(:key)"), {"key": _SCHEMA_LOCK_KEY}
+                )
+                connection.commit()
+
+
+def _create_or_check(engine: Engine, connection: Connection) -> None:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     url = engine.url.render_as_string(hide_password=False)
-    with engine.connect() as connection:
-        current = MigrationContext.configure(connection).get_current_revision()
+    current = MigrationContext.configure(connection).get_current_revision()
+    connection.rollback()
     if current is None:
         upgrade(url)
         return
@@ -113,3 +138,15 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
 def downgrade(url: str | None = None, revision: str = "base") -> None:
     """Downgrade the schema of the database at ``url`` to ``revision`` (default: empty)."""
     command.downgrade(alembic_config(url), revision)
+
+
+def lost_database_message(exc: DBAPIError) -> str:
+    """What to tell a person when the database failed under a command (down, restarted...)."""
+    lines = str(exc.orig or exc).strip().splitlines()
+    detail = lines[0] if lines else type(exc).__name__
+    if isinstance(exc, OperationalError | InterfaceError):
+        return (
+            f"the database is unreachable or went away ({detail}). Work committed before "
+            "that is kept; run the same command again when the database is back to finish."
+        )
+    return f"the database refused the work: {detail}"

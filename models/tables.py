@@ -44,6 +44,7 @@ __all__ = [
     "ImagePreview",
     "IngestRun",
     "JitterSample",
+    "NightlyRun",
     "PsfMeasurement",
     "SourceFile",
     "Verdict",
@@ -474,6 +475,64 @@ class AnalysisRun(Base):
         HeaderJSON, nullable=True, comment="exposures analysed, flags and verdicts written"
     )
     message: Mapped[str | None] = mapped_column(Text, nullable=True, comment="why a run errored")
+
+
+class NightlyRun(Base):
+    """One ``hstmon nightly``: the MAST window it covered, what it fetched, and how it ended.
+
+    The next run's window starts where the last *succeeded* run's ended, so a failed, errored or
+    killed run is covered again by the next one.
+    """
+
+    __tablename__ = "nightly_run"
+    __table_args__ = {"comment": "One row per hstmon nightly run: discovery, download, digest."}
+
+    run_id: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=True, comment="run number"
+    )
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, comment="UTC start of the run")
+    finished_at: Mapped[datetime | None] = _time("UTC end of the run; NULL while running or killed")
+    status: Mapped[str] = mapped_column(
+        String(16),
+        comment="running | succeeded | failed (some downloads failed: the window is covered "
+        "again) | error (stopped; message says why) | aborted (its process died)",
+    )
+    stage: Mapped[str] = mapped_column(
+        String(16), comment="last stage begun: discover | download | ingest | analyze | digest"
+    )
+    date_field: Mapped[str] = mapped_column(
+        String(16), comment="release (t_obs_release) or observation (t_min): what the window bounds"
+    )
+    window_start: Mapped[datetime | None] = _time(
+        "UTC start of the discovery window (inclusive); NULL: no lower bound"
+    )
+    window_end: Mapped[datetime] = mapped_column(
+        UTCDateTime, comment="UTC end of the discovery window (exclusive)"
+    )
+    parameters: Mapped[dict[str, Any]] = mapped_column(
+        HeaderJSON, comment="selection (programs, instruments, products), archive root, scheduler"
+    )
+    counts: Mapped[dict[str, Any] | None] = mapped_column(
+        HeaderJSON, nullable=True, comment="products found, downloaded, present, failed; files"
+    )
+    ingest_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ingest_run.run_id", ondelete="SET NULL"),
+        nullable=True,
+        comment="the ingest it ran",
+    )
+    analysis_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("analysis_run.run_id", ondelete="SET NULL"),
+        nullable=True,
+        comment="the analysis it ran",
+    )
+    digest: Mapped[dict[str, Any] | None] = mapped_column(
+        HeaderJSON, nullable=True, comment="the digest as JSON: new flags, verdicts, problems"
+    )
+    host: Mapped[str] = mapped_column(String(255), comment="machine the run ran on")
+    pid: Mapped[int] = mapped_column(Integer, comment="process id of the run")
+    message: Mapped[str | None] = mapped_column(
+        Text, nullable=True, comment="why a run failed, errored or was aborted"
+    )
 
 
 class AnalysisState(Base):

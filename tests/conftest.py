@@ -42,7 +42,7 @@ def scratch_postgres_database(prefix: str = "hstmon_test") -> Iterator[str]:
     """A fresh, empty PostgreSQL database, dropped when the block ends."""
     admin_url = make_url(_postgres_admin_url()).set(drivername="postgresql+psycopg")
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     try:
