@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from analysis.config import RulesFileError
 from analysis.report import UnknownIdError, gather, render_html, render_text
 from analysis.run import AnalysisSummary, run_analysis
 from models.cli import database_option
-from models.database import SchemaOutdatedError, make_engine
+from models.database import SchemaOutdatedError, lost_database_message, make_engine
 
-__all__ = ["analyze", "assess", "print_analysis"]
+__all__ = ["analyze", "assess", "nightly", "print_analysis"]
 
 _RULES_OPTION = click.option(
     "--rules",
@@ -122,3 +123,202 @@ def assess(
     target = html_path or Path(f"hstmon-assess-{identifier.lower()}.html")
     target.write_text(render_html(assessment))
     click.echo(f"\nHTML report: {target.resolve()}")
+
+
+def _utc_date(_ctx: click.Context, _param: click.Parameter, value: datetime | None):  # type: ignore[no-untyped-def]
+    return value.replace(tzinfo=UTC) if value else None
+
+
+@click.command()
+@click.option(
+    "--archive",
+    "archive_root",
+    envvar="HSTMON_ARCHIVE",
+    show_envvar=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Local archive tree MAST files are downloaded into (PROGRAM/OBS_ID/FILE) and "
+    "ingested from. Default: 'archive' in your hstmon data directory.",
+)
+@database_option
+@click.option(
+    "--program",
+    "programs",
+    multiple=True,
+    metavar="ID",
+    help="Only this program (proposal id, e.g. 17097). Repeatable. Default: every program.",
+)
+@click.option(
+    "--obs-id",
+    "obs_ids",
+    multiple=True,
+    metavar="ID",
+    help="Only this observation or association (e.g. iepp01010; MAST wildcards allowed). "
+    "Repeatable.",
+)
+@click.option(
+    "--instrument",
+    "instruments",
+    multiple=True,
+    default=("WFC3/UVIS", "WFC3/IR"),
+    show_default=True,
+    help="MAST instrument_name to select. Repeatable.",
+)
+@click.option(
+    "--products",
+    default="FLT,FLC,IMA,JIF,JIT,ASN",
+    show_default=True,
+    help="Product types to download (MAST productSubGroupDescription), comma-separated; "
+    "ASN tables give each visit its members.",
+)
+@click.option(
+    "--by",
+    "date_field",
+    type=click.Choice(["release", "observation"]),
+    default="release",
+    show_default=True,
+    help="What the window bounds: the public release date, or the observation date (use this "
+    "with --token to follow proprietary programs as they are observed).",
+)
+@click.option(
+    "--since",
+    type=click.DateTime(),
+    callback=_utc_date,
+    help="Start of the window (UTC), instead of where the last successful run ended. "
+    "First run default: 7 days ago.",
+)
+@click.option(
+    "--overlap",
+    "overlap_hours",
+    default=24.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Hours of the previous window to ask about again (late releases); files already "
+    "present are not fetched again.",
+)
+@click.option(
+    "--token",
+    envvar="MAST_API_TOKEN",
+    show_envvar=True,
+    help="MAST API token for proprietary data (https://auth.mast.stsci.edu/token). "
+    "Used for this run only, never stored.",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    envvar="HSTMON_SCHEDULER",
+    show_envvar=True,
+    help="Dask scheduler to run downloads and parsing on (e.g. tcp://10.0.0.5:8786). "
+    "Default: a local cluster on this machine.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Worker processes of the local cluster. Default: one per CPU core.",
+)
+@click.option(
+    "--retries",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Attempts per file before a download counts as failed.",
+)
+@click.option(
+    "--digest-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the digest (.md, .html, .json). Default: 'digests' in your hstmon "
+    "data directory.",
+)
+@_RULES_OPTION
+@click.option(
+    "--progress/--no-progress", default=None, help="Show progress bars (default: on a terminal)."
+)
+def nightly(
+    archive_root: Path | None,
+    database_url: str | None,
+    programs: tuple[str, ...],
+    obs_ids: tuple[str, ...],
+    instruments: tuple[str, ...],
+    products: str,
+    date_field: str,
+    since: datetime | None,
+    overlap_hours: float,
+    token: str | None,
+    scheduler: str | None,
+    workers: int | None,
+    retries: int,
+    digest_dir: Path | None,
+    rules_file: Path | None,
+    progress: bool | None,
+) -> None:
+    """The nightly job: fetch what MAST released since the last good night, then ingest,
+    analyze and report what needs attention.
+
+    \b
+    1. Discover: ask MAST (astroquery) for the selected instruments' products released (or
+       observed, --by observation) since the last successful nightly run.
+    2. Download the FLT/FLC/IMA/JIF/JIT files not already in --archive (retries, resumes
+       partial files, checks sizes; a failed file is asked for again the next night).
+    3. Ingest the archive (only new or changed files are read), on Dask.
+    4. Analyze what changed: flags and HOPR verdicts.
+    5. Digest: new flags and verdicts with HOPR deadlines, printed here and written as
+       Markdown, HTML and JSON.
+
+    Only one nightly run at a time per database: a second one exits at once (status 75). A run
+    that fails or is killed is recorded in the nightly_run table, and the next run covers its
+    window again. Exit status: 0 all done; 1 some download or file failed, or the run stopped
+    with an error; 75 another nightly run holds the lock.
+    """
+    from analysis.digest import render_text
+    from analysis.nightly import NightlyOptions, run_nightly
+    from ingest.mast import MastError, MastSelection
+    from models.locks import LockBusyError
+
+    selection = MastSelection(
+        programs=programs,
+        obs_ids=obs_ids,
+        instruments=instruments,
+        date_field=date_field,  # type: ignore[arg-type]
+        product_types=tuple(p.strip().upper() for p in products.split(",") if p.strip()),
+    )
+    options = NightlyOptions(
+        archive_root=(archive_root or default_archive_root()).expanduser().resolve(),
+        selection=selection,
+        database_url=database_url,
+        since=since,
+        overlap=timedelta(hours=overlap_hours),
+        scheduler=scheduler,
+        workers=workers,
+        token=token,
+        retries=retries,
+        digest_dir=digest_dir,
+        rules_file=rules_file,
+        progress=progress,
+    )
+    try:
+        result = run_nightly(options)
+    except LockBusyError as exc:
+        click.secho(f"Not started: {exc}.", fg="yellow", err=True)
+        sys.exit(75)
+    except MastError as exc:
+        raise click.ClickException(f"MAST: {exc} (the run is recorded; run again later)") from exc
+    except (RulesFileError, SchemaOutdatedError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except DBAPIError as exc:
+        raise click.ClickException(lost_database_message(exc)) from exc
+    window = " to ".join(f"{t:%Y-%m-%d %H:%M}" if t else "the beginning" for t in result.window)
+    click.secho(f"Nightly run {result.run_id}: {result.status} (window {window} UTC)", bold=True)
+    if result.aborted_runs:
+        click.echo(f"Earlier runs found dead and marked aborted: {result.aborted_runs}")
+    if result.digest is not None:
+        click.echo(render_text(result.digest, details=False))
+    for kind, path in sorted(result.digest_paths.items()):
+        click.echo(f"Digest ({kind}): {path}")
+    if result.status != "succeeded" or result.counts.get("files_failed"):
+        sys.exit(1)
+
+
+def default_archive_root() -> Path:
+    """Where nightly runs keep MAST's files unless told otherwise."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("hstmon", appauthor=False)) / "archive"

@@ -27,6 +27,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "db": ("models.cli:db", "Create, upgrade or inspect the database schema."),
     "analyze": ("analysis.cli:analyze", "Flag anomalous exposures and give HOPR verdicts."),
     "assess": ("analysis.cli:assess", "The exception-report checklist for one visit, as a report."),
+    "nightly": (
+        "analysis.cli:nightly",
+        "The nightly job: MAST download, ingest, analyze, digest of what needs attention.",
+    ),
     "dashboard": (
         "dashboard.cli:dashboard",
         "Open the dashboard: trends, drilldowns, SQL (Streamlit).",
@@ -81,6 +85,7 @@ def main() -> None:
     Then:         hstmon analyze         (flags and HOPR verdicts)
     One report:   hstmon assess IEPP01010
     Browse:       hstmon dashboard
+    Every night:  hstmon nightly         (MAST -> archive -> database -> digest)
     """
 
 

@@ -80,7 +80,8 @@ def test_unreachable_database_is_a_clear_error(runner: CliRunner, real_data: Pat
     url = "postgresql://nobody@127.0.0.1:1/nothing"
     result = runner.invoke(main, ["ingest", str(real_data), "--db", url])
     assert result.exit_code == 1
-    assert "cannot use the database" in result.output
+    assert "the database is unreachable or went away" in result.output
+    assert "run the same command again" in result.output
     assert "Traceback" not in result.output
 
 

@@ -1,0 +1,342 @@
+"""`hstmon nightly`: what MAST released since the last good night -> download -> ingest ->
+analyze -> digest, unattended and restartable.
+
+Every stage is incremental on its own (a present file is not fetched again, an ingested file is
+not parsed again, an unchanged exposure is not analysed again), so a run that died at any stage is
+finished by the next one: its discovery window starts where the last *succeeded* run's ended.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy.exc import DBAPIError
+
+from analysis.digest import Digest, build_digest, digest_json, write_digest
+from analysis.run import run_analysis
+from ingest.mast import (
+    DownloadOutcome,
+    MastSelection,
+    download_products,
+    find_products,
+    split_present,
+)
+from ingest.pipeline import IngestSummary, dask_client, run_ingest
+from models.database import ensure_schema, make_engine
+from models.locks import job_lock
+from models.tables import IngestRun, NightlyRun
+
+__all__ = ["NightlyOptions", "NightlyResult", "discovery_window", "run_nightly"]
+
+# With no earlier successful run and no --since, look this far back (a week of deliveries).
+FIRST_RUN_LOOKBACK = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class NightlyOptions:
+    """What one nightly run is asked to do. The MAST token is never stored anywhere."""
+
+    archive_root: Path
+    selection: MastSelection = field(default_factory=MastSelection)
+    database_url: str | None = None
+    since: datetime | None = None
+    overlap: timedelta = timedelta(days=1)
+    scheduler: str | None = None
+    workers: int | None = None
+    token: str | None = None
+    retries: int = 3
+    retry_wait_s: float = 2.0
+    digest_dir: Path | None = None
+    rules_file: Path | None = None
+    today: date | None = None
+    progress: bool | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The parameters a run records (everything but the token)."""
+        return {
+            "selection": self.selection.as_json(),
+            "archive_root": str(self.archive_root),
+            "overlap_hours": self.overlap.total_seconds() / 3600,
+            "since": self.since.isoformat() if self.since else None,
+            "scheduler": self.scheduler,
+            "workers": self.workers,
+            "retries": self.retries,
+            "rules_file": str(self.rules_file) if self.rules_file else None,
+            "with_token": self.token is not None,
+        }
+
+
+@dataclass
+class NightlyResult:
+    """How a run ended and what it found; ``digest_paths`` are the files written."""
+
+    run_id: int
+    status: str
+    window: tuple[datetime | None, datetime]
+    counts: dict[str, Any]
+    digest: Digest | None = None
+    digest_paths: dict[str, Path] = field(default_factory=dict)
+    aborted_runs: list[int] = field(default_factory=list)
+
+
+def discovery_window(
+    engine: Engine, options: NightlyOptions, now: datetime
+) -> tuple[datetime | None, datetime]:
+    """From the last succeeded run's end (less the overlap), or --since, up to now.
+
+    The overlap re-asks MAST about the edge of the last window: products released late within
+    it are found, and already-present ones cost nothing. Before any run has succeeded, the
+    window starts where the first run's did (7 days back, or its --since), so the failed first
+    nights are covered whole.
+    """
+    if options.since is not None:
+        return options.since, now
+    same_field = NightlyRun.date_field == options.selection.date_field
+    with engine.connect() as connection:
+        last_end = connection.execute(
+            select(func.max(NightlyRun.window_end)).where(
+                same_field, NightlyRun.status == "succeeded"
+            )
+        ).scalar()
+        first_start = connection.execute(
+            select(func.min(NightlyRun.window_start)).where(same_field)
+        ).scalar()
+    if last_end is not None:
+        return _as_utc(last_end) - options.overlap, now
+    if first_start is not None:
+        return _as_utc(first_start), now
+    return now - FIRST_RUN_LOOKBACK, now
+
+
+def _as_utc(moment: datetime) -> datetime:
+    # SQLite gives back naive datetimes for timezone-aware columns.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def abort_dead_runs(engine: Engine) -> list[int]:
+    """Mark as aborted the nightly runs (and their ingests) whose process died mid-run.
+
+    Called while holding the nightly lock, so no other nightly run can be alive.
+    """
+    now = datetime.now(UTC)
+    with engine.begin() as connection:
+        dead = list(
+            connection.execute(
+                select(NightlyRun.run_id).where(NightlyRun.status == "running")
+            ).scalars()
+        )
+        if not dead:
+            return []
+        connection.execute(
+            update(NightlyRun)
+            .where(NightlyRun.run_id.in_(dead))
+            .values(
+                status="aborted",
+                finished_at=now,
+                message="its process stopped before the run finished; the next run covered it",
+            )
+        )
+        running_ingests = connection.execute(
+            select(IngestRun.run_id, IngestRun.parameters).where(IngestRun.status == "running")
+        )
+        orphans = [
+            row.run_id
+            for row in running_ingests
+            if (row.parameters or {}).get("nightly_run_id") in dead
+        ]
+        if orphans:
+            connection.execute(
+                update(IngestRun)
+                .where(IngestRun.run_id.in_(orphans))
+                .values(status="aborted", finished_at=now, message="its nightly run died")
+            )
+    return dead
+
+
+class _Run:
+    """The nightly_run row of this run, updated as stages begin and end."""
+
+    def __init__(self, engine: Engine, options: NightlyOptions, window: tuple) -> None:
+        self.engine = engine
+        self.counts: dict[str, Any] = {}
+        with engine.begin() as connection:
+            self.run_id = connection.execute(
+                insert(NightlyRun)
+                .values(
+                    started_at=datetime.now(UTC),
+                    status="running",
+                    stage="discover",
+                    date_field=options.selection.date_field,
+                    window_start=window[0],
+                    window_end=window[1],
+                    parameters=options.as_json(),
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                )
+                .returning(NightlyRun.run_id)
+            ).scalar_one()
+
+    def update(self, **values: Any) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(NightlyRun)
+                .where(NightlyRun.run_id == self.run_id)
+                .values(counts=dict(self.counts), **values)
+            )
+
+    def finish(self, status: str, message: str | None = None, **values: Any) -> None:
+        self.update(status=status, finished_at=datetime.now(UTC), message=message, **values)
+
+
+def run_nightly(options: NightlyOptions) -> NightlyResult:
+    """One night's work; raises LockBusyError when another nightly run holds the lock."""
+    engine = make_engine(options.database_url)
+    try:
+        ensure_schema(engine)
+        with job_lock(engine, "nightly"):
+            aborted = abort_dead_runs(engine)
+            window = discovery_window(engine, options, datetime.now(UTC))
+            run = _Run(engine, options, window)
+            try:
+                result = _stages(engine, options, run, window)
+            except BaseException as exc:
+                _record_error(run, exc)
+                raise
+            result.aborted_runs = aborted
+            return result
+    finally:
+        engine.dispose()
+
+
+def _record_error(run: _Run, exc: BaseException) -> None:
+    """Say why the run stopped, if the database can still be told (it may be what failed)."""
+    try:
+        run.finish("error", f"{type(exc).__name__}: {exc}")
+    except DBAPIError:
+        # The store itself is gone; the next run finds this one 'running' and marks it aborted.
+        run.engine.dispose()
+
+
+def _stages(engine: Engine, options: NightlyOptions, run: _Run, window: tuple) -> NightlyResult:
+    selection = replace(options.selection, since=window[0], until=window[1])
+    products = find_products(selection, progress=options.progress)
+    to_fetch, present = split_present(products, options.archive_root)
+    run.counts.update(products_found=len(products), products_present=len(present))
+    run.update(stage="download")
+    with _cluster(options) as client:
+        outcomes = (
+            download_products(
+                to_fetch,
+                options.archive_root,
+                client=client,
+                token=options.token,
+                retries=options.retries,
+                backoff_s=options.retry_wait_s,
+                progress=options.progress,
+            )
+            if to_fetch
+            else []
+        )
+        _count_downloads(run.counts, outcomes)
+        run.update(stage="ingest")
+        ingest = _ingest(options, run, client)
+    run.update(stage="analyze", ingest_run_id=ingest.run_id if ingest else None)
+    analysis = run_analysis(
+        options.database_url, rules_file=options.rules_file, today=options.today
+    )
+    run.counts["exposures_analyzed"] = analysis.exposures_analyzed
+    run.update(stage="digest", analysis_run_id=analysis.run_id)
+    problems = _problems(outcomes, ingest)
+    digest = _digest(engine, run, analysis.run_id, problems, window, options.today)
+    stem = f"nightly-{run.run_id:05d}-{window[1]:%Y%m%d}"
+    paths = write_digest(digest, _digest_dir(options), stem)
+    status = "failed" if run.counts.get("downloads_failed") else "succeeded"
+    message = (
+        f"{run.counts['downloads_failed']} downloads failed; the next run asks for them again"
+        if status == "failed"
+        else None
+    )
+    run.finish(status, message, digest=digest_json(digest))
+    return NightlyResult(run.run_id, status, window, run.counts, digest, paths)
+
+
+@contextmanager
+def _cluster(options: NightlyOptions) -> Iterator[Any]:
+    """One Dask client for every parallel stage of the night (downloads, then parsing)."""
+    with dask_client(options.scheduler, options.workers) as client:
+        yield client
+
+
+def _count_downloads(counts: dict[str, Any], outcomes: list[DownloadOutcome]) -> None:
+    done = [o for o in outcomes if o.status == "downloaded"]
+    counts.update(
+        products_downloaded=len(done),
+        downloads_failed=sum(o.status == "failed" for o in outcomes),
+        bytes_downloaded=sum(o.size_bytes for o in done),
+        download_seconds=round(sum(o.seconds for o in outcomes), 2),
+    )
+
+
+def _ingest(options: NightlyOptions, run: _Run, client: Any) -> IngestSummary | None:
+    if not options.archive_root.exists():
+        return None
+    summary = run_ingest(
+        [options.archive_root],
+        options.database_url,
+        client=client,
+        progress=options.progress,
+        parent={"nightly_run_id": run.run_id},
+    )
+    run.counts.update(
+        files_seen=summary.files_seen,
+        files_ingested=summary.counts.get("ingested", 0),
+        files_unchanged=summary.counts.get("unchanged", 0),
+        files_failed=summary.failed,
+        exposures_written=summary.exposures,
+    )
+    return summary
+
+
+def _problems(
+    outcomes: list[DownloadOutcome], ingest: IngestSummary | None
+) -> list[tuple[str, str]]:
+    problems = [
+        (f"download {o.uri}", o.error or "failed") for o in outcomes if o.status == "failed"
+    ]
+    if ingest:
+        problems += [(f"ingest {path}", error) for path, error in ingest.failures]
+    return problems
+
+
+def _digest(
+    engine: Engine,
+    run: _Run,
+    analysis_run_id: int,
+    problems: list[tuple[str, str]],
+    window: tuple,
+    today: date | None,
+) -> Digest:
+    with engine.connect() as connection:
+        return build_digest(
+            connection,
+            [analysis_run_id],
+            facts=dict(run.counts),
+            problems=problems,
+            window=window,
+            today=today,
+        )
+
+
+def _digest_dir(options: NightlyOptions) -> Path:
+    if options.digest_dir is not None:
+        return options.digest_dir
+    return Path(platformdirs.user_data_dir("hstmon", appauthor=False)) / "digests"

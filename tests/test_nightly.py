@@ -1,0 +1,356 @@
+"""`hstmon nightly` over synthetic nights: MAST (replayed portal + a real HTTP download server)
+-> archive tree -> ingest -> analysis -> digest; then quiet nights, failed nights, dead runs."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from dask.distributed import Client
+from mast_fixtures import MastDownloadServer, MastPortalReplay, recorded, replay_mast_portal
+from sqlalchemy import Engine, insert, select, text
+
+from analysis import nightly as nightly_module
+from analysis.nightly import NightlyOptions, run_nightly
+from ingest.mast import DOWNLOAD_URL_ENV, MastSelection, to_mjd
+from ingest.synth import write_archive
+from models.cli import main
+from models.locks import job_lock
+from models.tables import IngestRun, NightlyRun
+
+# The synthetic archive's labelled IEPP01010 visit was observed on 2022-02-01 (UTC).
+TODAY = date(2022, 3, 1)
+_KIND_OF_SUFFIX = {"asn": "ASN", "jif": "JIF", "jit": "JIT", "flc": "FLC", "flt": "FLT"}
+
+
+@pytest.fixture(scope="module")
+def mast_side(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What MAST holds: a synthetic archive of plain FITS files, as MAST serves them."""
+    directory = tmp_path_factory.mktemp("mast_side")
+    write_archive(directory, 90, 11, gzip=False)
+    # MAST's download service knows files by name alone: the test server serves one folder.
+    store = directory / "store"
+    store.mkdir()
+    for path in directory.glob("*/*/*.fits"):
+        os.link(path, store / path.name)
+    return directory
+
+
+def _catalogue(mast_side: Path, released: dict[str, datetime]) -> tuple[list, list]:
+    """CAOM observation and product rows of every visit folder released so far.
+
+    ``released`` maps obs ids (folder names) to their release times; visits not in it are not
+    public yet. Rows are the recorded ones of the real portal with this archive's values.
+    """
+    observation = recorded("caom_filtered.json")["data"][0]
+    product = recorded("caom_products.json")["data"][0]
+    observations, products = [], []
+    for number, folder in enumerate(sorted(mast_side.glob("*/*/"))):
+        if folder.name not in released:
+            continue
+        obsid = str(3_000_000_000 + number)
+        release = to_mjd(released[folder.name])
+        observations.append(
+            observation
+            | {"obs_id": folder.name.upper(), "proposal_id": folder.parent.name, "obsid": obsid,
+               "t_obs_release": release, "t_min": release - 1.0, "t_max": release - 0.99}
+        )  # fmt: skip
+        for path in sorted(folder.iterdir()):
+            kind = _KIND_OF_SUFFIX[path.name.split("_")[1].split(".")[0]]
+            products.append(
+                product
+                | {"obsID": obsid, "parent_obsid": obsid, "obs_id": folder.name.upper(),
+                   "proposal_id": folder.parent.name, "dataURI": f"mast:HST/product/{path.name}",
+                   "productFilename": path.name, "productSubGroupDescription": kind,
+                   "size": path.stat().st_size}
+            )  # fmt: skip
+    return observations, products
+
+
+class FakeMast:
+    """The replayed portal and the download server, with what MAST has released so far."""
+
+    def __init__(self, mast_side: Path, portal: MastPortalReplay, server: MastDownloadServer):
+        self.mast_side, self.portal, self.server = mast_side, portal, server
+        self.released: dict[str, datetime] = {}
+
+    def release(self, obs_ids: list[str], when: datetime) -> None:
+        self.released.update(dict.fromkeys(obs_ids, when))
+        observations, products = _catalogue(self.mast_side, self.released)
+        self.portal.observations = self.portal.observations | {"data": observations}
+        self.portal.products = self.portal.products | {"data": products}
+
+    def visits(self) -> list[str]:
+        return sorted(p.name for p in self.mast_side.glob("*/*/"))
+
+    def files(self, obs_ids: list[str]) -> int:
+        return sum(len(list(next(self.mast_side.glob(f"*/{o}")).iterdir())) for o in obs_ids)
+
+
+@pytest.fixture
+def fake_mast(
+    mast_side: Path, monkeypatch: pytest.MonkeyPatch, dask_scheduler: str
+) -> Iterator[FakeMast]:
+    portal = replay_mast_portal(monkeypatch)
+    with MastDownloadServer(mast_side / "store") as server, Client(dask_scheduler) as client:
+        # Downloads run on the cluster's worker processes: they read the URL there.
+        url = server.url  # a lambda using `server` would have to pickle its lock
+        client.run(lambda: os.environ.update({DOWNLOAD_URL_ENV: url}))
+        monkeypatch.setenv(DOWNLOAD_URL_ENV, url)
+        try:
+            yield FakeMast(mast_side, portal, server)
+        finally:
+            client.run(lambda: os.environ.pop(DOWNLOAD_URL_ENV, None))
+
+
+def _options(
+    tmp_path: Path, database_url: str, scheduler: str, **changes: object
+) -> NightlyOptions:
+    values: dict[str, object] = {
+        "archive_root": tmp_path / "archive",
+        "database_url": database_url,
+        "scheduler": scheduler,
+        "digest_dir": tmp_path / "digests",
+        "today": TODAY,
+        "progress": False,
+        "selection": MastSelection(product_types=("FLT", "FLC", "IMA", "JIF", "JIT", "ASN")),
+    }
+    return NightlyOptions(**(values | changes))  # type: ignore[arg-type]
+
+
+def _runs(engine: Engine) -> list:
+    with engine.connect() as connection:
+        return connection.execute(select(NightlyRun).order_by(NightlyRun.run_id)).all()
+
+
+def test_a_synthetic_night_then_a_quiet_one(
+    fake_mast: FakeMast, database_url: str, engine: Engine, dask_scheduler: str, tmp_path: Path
+) -> None:
+    visits = fake_mast.visits()
+    fake_mast.release(visits, datetime.now(UTC) - timedelta(hours=12))
+    options = _options(tmp_path, database_url, dask_scheduler)
+
+    first = run_nightly(options)
+
+    n_files = fake_mast.files(visits)
+    assert first.status == "succeeded", first.counts
+    assert first.counts["products_found"] == first.counts["products_downloaded"] == n_files
+    assert first.counts["files_ingested"] == n_files and first.counts["files_failed"] == 0
+    assert len(fake_mast.server.served) == n_files
+    assert first.digest is not None and not first.digest.nothing_new
+    hopr = {item.subject for item in first.digest.verdicts if item.verdict == "hopr"}
+    assert "iepp01010" in {subject.lower() for subject in hopr}
+    assert {kind: path.exists() for kind, path in first.digest_paths.items()} == {
+        "md": True, "html": True, "json": True,
+    }  # fmt: skip
+    with engine.connect() as connection:
+        exposures = connection.execute(text("SELECT count(*) FROM exposure")).scalar_one()
+    assert exposures == 90
+
+    second = run_nightly(options)
+
+    assert second.status == "succeeded"
+    # The overlap asks MAST about the last day again; nothing already here is fetched again.
+    assert second.counts["products_found"] == second.counts["products_present"] == n_files
+    assert second.counts["products_downloaded"] == 0
+    assert second.counts["files_ingested"] == 0
+    assert second.digest is not None and second.digest.nothing_new
+    assert len(fake_mast.server.served) == n_files
+    runs = _runs(engine)
+    assert [r.status for r in runs] == ["succeeded", "succeeded"]
+    assert runs[1].window_start == runs[0].window_end - timedelta(days=1)
+    assert runs[0].ingest_run_id and runs[0].analysis_run_id and runs[0].digest
+
+
+def test_the_next_night_fetches_only_what_was_released_since(
+    fake_mast: FakeMast, database_url: str, engine: Engine, dask_scheduler: str, tmp_path: Path
+) -> None:
+    visits = fake_mast.visits()
+    old, new = visits[:-3], visits[-3:]
+    fake_mast.release(old, datetime.now(UTC) - timedelta(days=3))
+    options = _options(tmp_path, database_url, dask_scheduler, overlap=timedelta(0))
+    run_nightly(options)
+    served_before = len(fake_mast.server.served)
+
+    fake_mast.release(new, datetime.now(UTC))
+    second = run_nightly(options)
+
+    assert second.counts["products_found"] == fake_mast.files(new)
+    assert len(fake_mast.server.served) - served_before == fake_mast.files(new)
+    assert second.counts["files_ingested"] == fake_mast.files(new)
+
+
+def test_failed_downloads_make_a_failed_run_and_the_next_run_fetches_them(
+    fake_mast: FakeMast, database_url: str, engine: Engine, dask_scheduler: str, tmp_path: Path
+) -> None:
+    visits = fake_mast.visits()[:6]
+    fake_mast.release(visits, datetime.now(UTC) - timedelta(hours=1))
+    broken = sorted(fake_mast.mast_side.glob(f"*/{visits[0]}/*_jit.fits"))[0].name
+    fake_mast.server.inject(broken, *["503"] * 3)
+    options = _options(tmp_path, database_url, dask_scheduler, retries=2, retry_wait_s=0.0)
+
+    first = run_nightly(options)
+
+    assert first.status == "failed"
+    assert first.counts["downloads_failed"] == 1
+    assert first.digest is not None
+    assert any(broken in problem.where for problem in first.digest.problems)
+    second = run_nightly(options)
+    assert second.status == "succeeded"
+    assert second.counts["products_downloaded"] == 1
+    assert second.counts["files_ingested"] == 1
+    runs = _runs(engine)
+    # No run succeeded before the second: it covered the same window again, from the start.
+    assert runs[1].window_start == runs[0].window_start
+    assert "next run asks for them again" in runs[0].message
+
+
+def test_a_run_that_errors_is_recorded_and_the_next_one_finishes_its_work(
+    fake_mast: FakeMast,
+    database_url: str,
+    engine: Engine,
+    dask_scheduler: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_mast.release(fake_mast.visits(), datetime.now(UTC) - timedelta(hours=12))
+    options = _options(tmp_path, database_url, dask_scheduler)
+
+    def analysis_breaks(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the analysis machine caught fire")
+
+    monkeypatch.setattr(nightly_module, "run_analysis", analysis_breaks)
+    with pytest.raises(RuntimeError, match="caught fire"):
+        run_nightly(options)
+    monkeypatch.undo()  # the portal replay too: make it again
+    monkeypatch.setenv(DOWNLOAD_URL_ENV, fake_mast.server.url)
+    fake_mast.portal = replay_mast_portal(monkeypatch)
+    fake_mast.release(fake_mast.visits(), datetime.now(UTC) - timedelta(hours=12))
+
+    second = run_nightly(options)
+
+    errored, finished = _runs(engine)
+    assert (errored.status, errored.stage) == ("error", "analyze")
+    assert "caught fire" in errored.message
+    assert second.status == "succeeded"
+    assert second.counts["products_downloaded"] == 0  # all fetched by the run that errored
+    assert second.counts["exposures_analyzed"] == 90
+    assert finished.window_start == errored.window_start
+    assert second.digest is not None
+    assert any(item.verdict == "hopr" for item in second.digest.verdicts)
+
+
+def test_a_dead_run_is_marked_aborted_and_its_window_covered(
+    fake_mast: FakeMast, database_url: str, engine: Engine, dask_scheduler: str, tmp_path: Path
+) -> None:
+    fake_mast.release(fake_mast.visits()[:4], datetime.now(UTC) - timedelta(days=2))
+    now = datetime.now(UTC)
+    with engine.begin() as connection:
+        three_days_ago = now - timedelta(days=3)
+        succeeded = {"started_at": three_days_ago, "finished_at": three_days_ago,
+                     "status": "succeeded", "stage": "digest", "date_field": "release",
+                     "window_start": now - timedelta(days=10), "window_end": three_days_ago,
+                     "parameters": {}, "host": socket.gethostname(), "pid": 1}  # fmt: skip
+        connection.execute(insert(NightlyRun).values(succeeded))
+        dead_id = connection.execute(
+            insert(NightlyRun)
+            .values(
+                succeeded
+                | {
+                    "status": "running",
+                    "stage": "ingest",
+                    "finished_at": None,
+                    "started_at": now - timedelta(days=1),
+                    "window_start": now - timedelta(days=4),
+                    "window_end": now - timedelta(days=1),
+                }
+            )
+            .returning(NightlyRun.run_id)
+        ).scalar_one()
+        connection.execute(
+            insert(IngestRun).values(
+                started_at=now - timedelta(days=1), status="running",
+                parameters={"nightly_run_id": dead_id},
+            )
+        )  # fmt: skip
+
+    result = run_nightly(_options(tmp_path, database_url, dask_scheduler))
+
+    assert result.aborted_runs == [dead_id]
+    assert result.status == "succeeded"
+    assert result.counts["products_downloaded"] == fake_mast.files(fake_mast.visits()[:4])
+    runs = _runs(engine)
+    assert runs[1].status == "aborted" and runs[1].finished_at is not None
+    # The window starts from the last run that succeeded, not from the dead one.
+    assert runs[2].window_start == runs[0].window_end - timedelta(days=1)
+    with engine.connect() as connection:
+        orphan = connection.execute(
+            text("SELECT status FROM ingest_run ORDER BY run_id LIMIT 1")
+        ).scalar_one()
+    assert orphan == "aborted"
+
+
+def test_a_second_nightly_run_waits_for_none_and_says_why(
+    database_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    with job_lock(engine, "nightly"):
+        result = CliRunner().invoke(
+            main, ["nightly", "--db", database_url, "--archive", str(tmp_path / "a")]
+        )
+    assert result.exit_code == 75, result.output
+    assert "another `hstmon nightly` is running on this database" in result.output
+    assert _runs(engine) == []
+
+
+def test_the_command_line_runs_the_night(
+    fake_mast: FakeMast, database_url: str, engine: Engine, dask_scheduler: str, tmp_path: Path
+) -> None:
+    fake_mast.release(fake_mast.visits()[:5], datetime.now(UTC) - timedelta(hours=3))
+    arguments = [
+        "nightly", "--db", database_url, "--archive", str(tmp_path / "archive"),
+        "--scheduler", dask_scheduler, "--digest-dir", str(tmp_path / "digests"), "--no-progress",
+    ]  # fmt: skip
+    result = CliRunner().invoke(main, arguments)
+
+    assert result.exit_code == 0, result.output
+    assert "Nightly run 1: succeeded" in result.output
+    assert "Digest (html):" in result.output
+    assert len(list((tmp_path / "archive").rglob("*.fits"))) == fake_mast.files(
+        fake_mast.visits()[:5]
+    )
+
+
+def test_the_token_is_used_and_stored_nowhere(
+    fake_mast: FakeMast, database_url: str, engine: Engine, dask_scheduler: str, tmp_path: Path
+) -> None:
+    # MAST has nothing new: no worker needs to log in (the login server is out of reach here;
+    # tests/test_mast.py checks the login and the download with a token).
+    fake_mast.release([], datetime.now(UTC))
+    token = "s3cr3t-mast-token-for-this-test"
+    arguments = [
+        "nightly", "--db", database_url, "--archive", str(tmp_path / "archive"),
+        "--scheduler", dask_scheduler, "--digest-dir", str(tmp_path / "digests"),
+        "--no-progress", "--token", token,
+    ]  # fmt: skip
+    result = CliRunner().invoke(main, arguments)
+
+    assert result.exit_code == 0, result.output
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT * FROM nightly_run")).all()
+    stored = repr(rows)
+    assert token not in stored and token not in result.output
+    assert _runs(engine)[0].parameters["with_token"] is True
+    for path in (tmp_path / "digests").iterdir():
+        assert token not in path.read_text()
+
+
+def test_nightly_help_explains_the_job() -> None:
+    result = CliRunner().invoke(main, ["nightly", "--help"])
+    assert result.exit_code == 0
+    for words in ("Discover", "Download", "Ingest", "Analyze", "Digest", "lock", "--token"):
+        assert words in result.output
