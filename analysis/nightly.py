@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -193,6 +194,14 @@ class _Run:
                 .values(counts=dict(self.counts), **values)
             )
 
+    @contextmanager
+    def stage(self, name: str, **values: Any) -> Iterator[None]:
+        """Record that stage ``name`` began (for a run that dies in it) and how long it took."""
+        self.update(stage=name, **values)
+        started = time.perf_counter()
+        yield
+        self.counts.setdefault("seconds", {})[name] = round(time.perf_counter() - started, 2)
+
     def finish(self, status: str, message: str | None = None, **values: Any) -> None:
         self.update(status=status, finished_at=datetime.now(UTC), message=message, **values)
 
@@ -228,37 +237,28 @@ def _record_error(run: _Run, exc: BaseException) -> None:
 
 def _stages(engine: Engine, options: NightlyOptions, run: _Run, window: tuple) -> NightlyResult:
     selection = replace(options.selection, since=window[0], until=window[1])
-    products = find_products(selection, progress=options.progress)
-    to_fetch, present = split_present(products, options.archive_root)
-    run.counts.update(products_found=len(products), products_present=len(present))
-    run.update(stage="download")
-    with _cluster(options) as client:
-        outcomes = (
-            download_products(
-                to_fetch,
-                options.archive_root,
-                client=client,
-                token=options.token,
-                retries=options.retries,
-                backoff_s=options.retry_wait_s,
-                progress=options.progress,
-            )
-            if to_fetch
-            else []
+    with run.stage("discover"):
+        products = find_products(selection, progress=options.progress)
+        to_fetch, present = split_present(products, options.archive_root)
+        run.counts.update(products_found=len(products), products_present=len(present))
+    # One Dask client for downloads and parsing; none started on a night with nothing to do.
+    with ExitStack() as cluster:
+        client = cluster.enter_context(_cluster(options)) if to_fetch else None
+        with run.stage("download"):
+            outcomes = _download(options, to_fetch, client)
+            _count_downloads(run.counts, outcomes)
+        with run.stage("ingest"):
+            ingest = _ingest(options, run, client)
+    with run.stage("analyze", ingest_run_id=ingest.run_id if ingest else None):
+        analysis = run_analysis(
+            options.database_url, rules_file=options.rules_file, today=options.today
         )
-        _count_downloads(run.counts, outcomes)
-        run.update(stage="ingest")
-        ingest = _ingest(options, run, client)
-    run.update(stage="analyze", ingest_run_id=ingest.run_id if ingest else None)
-    analysis = run_analysis(
-        options.database_url, rules_file=options.rules_file, today=options.today
-    )
-    run.counts["exposures_analyzed"] = analysis.exposures_analyzed
-    run.update(stage="digest", analysis_run_id=analysis.run_id)
-    problems = _problems(outcomes, ingest)
-    digest = _digest(engine, run, analysis.run_id, problems, window, options.today)
-    stem = f"nightly-{run.run_id:05d}-{window[1]:%Y%m%d}"
-    paths = write_digest(digest, _digest_dir(options), stem)
+        run.counts["exposures_analyzed"] = analysis.exposures_analyzed
+    with run.stage("digest", analysis_run_id=analysis.run_id):
+        problems = _problems(outcomes, ingest)
+        digest = _digest(engine, run, analysis.run_id, problems, window, options.today)
+        stem = f"nightly-{run.run_id:05d}-{window[1]:%Y%m%d}"
+        paths = write_digest(digest, _digest_dir(options), stem)
     status = "failed" if run.counts.get("downloads_failed") else "succeeded"
     message = (
         f"{run.counts['downloads_failed']} downloads failed; the next run asks for them again"
@@ -267,6 +267,20 @@ def _stages(engine: Engine, options: NightlyOptions, run: _Run, window: tuple) -
     )
     run.finish(status, message, digest=digest_json(digest))
     return NightlyResult(run.run_id, status, window, run.counts, digest, paths)
+
+
+def _download(options: NightlyOptions, products: list, client: Any) -> list[DownloadOutcome]:
+    if not products:
+        return []
+    return download_products(
+        products,
+        options.archive_root,
+        client=client,
+        token=options.token,
+        retries=options.retries,
+        backoff_s=options.retry_wait_s,
+        progress=options.progress,
+    )
 
 
 @contextmanager
@@ -293,6 +307,8 @@ def _ingest(options: NightlyOptions, run: _Run, client: Any) -> IngestSummary | 
         [options.archive_root],
         options.database_url,
         client=client,
+        scheduler=options.scheduler,
+        workers=options.workers,
         progress=options.progress,
         parent={"nightly_run_id": run.run_id},
     )

@@ -17,6 +17,7 @@ import time
 import warnings
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -70,7 +71,10 @@ _OBSERVATIONS_PER_PRODUCT_QUERY = 500
 # Guards against a server that ignores page numbers (50 million rows at the default page size).
 _MAX_PAGES = 1000
 _PRODUCTS_SERVICE = "Mast.Caom.Products"
-_FILES_PER_TASK = 4
+# A task is a batch of files fetched a few at a time: downloads wait on the network, so each
+# worker keeps several streams open (2 workers x 4 = 8 at once, a polite load on MAST).
+_FILES_PER_TASK = 16
+_STREAMS_PER_TASK = 4
 _BLOCK_BYTES = 1 << 16
 _CONNECT_TIMEOUT_S, _READ_TIMEOUT_S = 30.0, 300.0
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -559,12 +563,22 @@ def _download_batch(
     file_retries: int,
     backoff_s: float,
 ) -> list[DownloadOutcome]:
-    """The Dask task: a few downloads in a row (paths and URIs in, outcomes out)."""
+    """The Dask task: a batch of downloads, a few at a time (they wait on the network, not
+    on this worker's CPU). Paths and URIs in, outcomes out."""
     value = token.value if token else None
-    return [
-        download_product(p, archive_root, token=value, retries=file_retries, backoff_s=backoff_s)
-        for p in products
-    ]
+    if value and (reason := _login(value)):  # once, before the threads share the session
+        started = time.monotonic()
+        root = Path(archive_root)
+        return [_outcome(p, p.local_path(root), "failed", reason, started, 0) for p in products]
+    with ThreadPoolExecutor(_STREAMS_PER_TASK) as pool:
+        return list(
+            pool.map(
+                lambda p: download_product(
+                    p, archive_root, token=value, retries=file_retries, backoff_s=backoff_s
+                ),
+                products,
+            )
+        )
 
 
 def _batch_result(

@@ -12,6 +12,7 @@ import json
 import math
 import re
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -191,6 +192,8 @@ class MastDownloadServer:
         self.directory = Path(directory)
         self.served: list[Served] = []
         self.valid_token: str | None = None
+        # Seconds before each answer: a stand-in for the round trips to MAST over the internet.
+        self.latency_s = 0.0
         self._faults: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -236,11 +239,16 @@ class MastDownloadServer:
 def _handler_for(server: MastDownloadServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes: with Nagle's algorithm on, the body waits for
+        # the client's delayed ACK (~40 ms a file). Real servers set TCP_NODELAY.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: the test asserts on ``server.served`` instead."""
 
         def do_GET(self) -> None:
+            if server.latency_s:
+                time.sleep(server.latency_s)
             url = urlsplit(self.path)
             if url.path == "/whoami":
                 self._whoami()
@@ -249,6 +257,18 @@ def _handler_for(server: MastDownloadServer) -> type[BaseHTTPRequestHandler]:
             else:
                 uri = parse_qs(url.query).get("uri", [""])[0]
                 self._file(uri.rsplit("/", 1)[-1])
+
+        def do_HEAD(self) -> None:
+            """What astroquery's download_file asks first: the file's length, no body."""
+            if server.latency_s:
+                time.sleep(server.latency_s)
+            uri = parse_qs(urlsplit(self.path).query).get("uri", [""])[0]
+            path = server.directory / uri.rsplit("/", 1)[-1]
+            self.send_response(200 if path.is_file() else 404)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Length", str(path.stat().st_size if path.is_file() else 0))
+            self.end_headers()
 
         def _whoami(self) -> None:
             """MAST's session info: who the ``mast_token`` cookie belongs to, or anonymous."""
