@@ -36,6 +36,7 @@ from astroquery.exceptions import (
 )
 from astroquery.mast import Mast, Observations
 from dask.distributed import Client, Future, as_completed
+from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 
 from ingest.reader import FITS_BLOCK
@@ -217,6 +218,7 @@ def find_products(
     page at 50,000) and a page that comes back full is always followed by the next, so no
     result is cut at the cap silently. Nothing found is an empty list. Raises `MastError`.
     """
+    _give_queries_a_timeout()
     observations = _within_dates(_query_observations(selection, page_size), selection)
     if not len(observations):
         return []
@@ -242,6 +244,24 @@ def find_products(
     except ValueError as exc:
         msg = f"MAST listed a product of {selection.describe()} hstmon cannot file: {exc}"
         raise MastError(msg) from exc
+
+
+class _TimeoutAdapter(HTTPAdapter):
+    """requests' adapter with a default timeout: astroquery's portal queries send none, so a
+    connection MAST stops answering would hang a nightly run for ever."""
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = (_CONNECT_TIMEOUT_S, _READ_TIMEOUT_S)
+        return super().send(request, **kwargs)
+
+
+def _give_queries_a_timeout() -> None:
+    """Mount the timeout adapter on astroquery's MAST sessions (once; more specific mounts,
+    such as a test's replay of MAST, still take precedence)."""
+    for session in (Observations._session, Mast._session):
+        if not isinstance(session.adapters.get("https://"), _TimeoutAdapter):
+            session.mount("https://", _TimeoutAdapter())
 
 
 def _query_observations(selection: MastSelection, page_size: int) -> Table:

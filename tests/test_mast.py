@@ -11,12 +11,15 @@ import json
 import logging
 import os
 import shutil
+import socket
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from astropy.io import fits
 from astroquery.mast import Observations
 from dask.distributed import Client, wait
@@ -304,6 +307,25 @@ def test_nothing_found_is_an_empty_list(portal: MastPortalReplay) -> None:
     assert find_products(MastSelection(programs=("99999",))) == []
     assert portal.calls_to(PRODUCTS) == []
     assert find_products(MastSelection(programs=("17097",), product_types=("CRJ",))) == []
+
+
+def test_a_mast_that_stops_answering_cannot_hang_the_query(
+    portal: MastPortalReplay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # astroquery sends its portal queries with no timeout; find_products gives them one.
+    find_products(MastSelection(programs=("17097",)))
+    monkeypatch.setattr(mast, "_READ_TIMEOUT_S", 0.5)
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        held: list[socket.socket] = []
+        threading.Thread(target=lambda: held.append(silent.accept()[0]), daemon=True).start()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+        request = Observations._session.prepare_request(requests.Request("GET", url))
+        adapter = Observations._session.get_adapter("https://mast.example/")
+        assert isinstance(adapter, mast._TimeoutAdapter)  # else the send below would hang
+        with pytest.raises(requests.ReadTimeout):
+            adapter.send(request)
+        for connection in held:
+            connection.close()
 
 
 @pytest.mark.parametrize(
