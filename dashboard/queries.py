@@ -49,6 +49,7 @@ from models.tables import (
     ImagePreview,
     IngestRun,
     JitterSample,
+    NightlyRun,
     PsfMeasurement,
     SourceFile,
     Verdict,
@@ -91,6 +92,7 @@ __all__ = [
     "jitter_trend",
     "last_analysis_run",
     "last_ingest_run",
+    "last_nightly_run",
     "normalise_id",
     "period_bounds",
     "program_list",
@@ -437,7 +439,9 @@ class RunInfo:
     message: str | None
 
 
-def _last_run(engine: Engine, model: type[IngestRun] | type[AnalysisRun]) -> RunInfo | None:
+def _last_run(
+    engine: Engine, model: type[IngestRun] | type[AnalysisRun] | type[NightlyRun]
+) -> RunInfo | None:
     query = select(
         model.run_id, model.started_at, model.finished_at, model.status, model.counts,
         model.message,
@@ -453,6 +457,11 @@ def _last_run(engine: Engine, model: type[IngestRun] | type[AnalysisRun]) -> Run
 def last_ingest_run(engine: Engine) -> RunInfo | None:
     """The most recent ``hstmon ingest`` run (the nightly one, on a production store)."""
     return _last_run(engine, IngestRun)
+
+
+def last_nightly_run(engine: Engine) -> RunInfo | None:
+    """The most recent ``hstmon nightly`` run (its counts include seconds per stage)."""
+    return _last_run(engine, NightlyRun)
 
 
 def last_analysis_run(engine: Engine) -> RunInfo | None:

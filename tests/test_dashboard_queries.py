@@ -334,6 +334,7 @@ def test_empty_store_gives_empty_answers(engine: Engine, database_url: str) -> N
     store = q.read_only_engine(database_url)
     assert q.is_empty(store) and q.store_counts(store).exposures == 0
     assert q.last_ingest_run(store) is None and q.last_analysis_run(store) is None
+    assert q.last_nightly_run(store) is None
     assert q.action_items(store).empty and q.action_count(store) == {}
     options = q.filter_options(store)
     assert options.first_day is None and options.proposids == () and options.filters == ()

@@ -17,13 +17,14 @@ from sqlalchemy import Engine, insert, select, text
 
 from analysis import nightly as nightly_module
 from analysis.nightly import NightlyOptions, run_nightly
+from dashboard import queries as dashboard_queries
 from ingest.mast import DOWNLOAD_URL_ENV, MastSelection, to_mjd
 from ingest.synth import write_archive
 from models.cli import main
 from models.locks import job_lock
 from models.tables import IngestRun, NightlyRun
 
-# The synthetic archive's labelled IEPP01010 visit was observed on 2022-02-01 (UTC).
+# Verdict deadlines count from this day (the synthetic visits were observed in early 2022).
 TODAY = date(2022, 3, 1)
 _KIND_OF_SUFFIX = {"asn": "ASN", "jif": "JIF", "jit": "JIT", "flc": "FLC", "flt": "FLT"}
 
@@ -165,6 +166,10 @@ def test_a_synthetic_night_then_a_quiet_one(
     assert [r.status for r in runs] == ["succeeded", "succeeded"]
     assert runs[1].window_start == runs[0].window_end - timedelta(days=1)
     assert runs[0].ingest_run_id and runs[0].analysis_run_id and runs[0].digest
+    # The dashboard's overview shows the last night, with its seconds per stage.
+    shown = dashboard_queries.last_nightly_run(engine)
+    assert shown is not None and (shown.run_id, shown.status) == (runs[1].run_id, "succeeded")
+    assert set(shown.counts["seconds"]) == {"discover", "download", "ingest", "analyze", "digest"}
 
 
 def test_the_next_night_fetches_only_what_was_released_since(

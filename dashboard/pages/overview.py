@@ -14,6 +14,7 @@ STATUS_ICONS = {
     "failed": ":orange[:material/warning:]",
     "error": ":red[:material/error:]",
     "running": ":blue[:material/pending:]",
+    "aborted": ":red[:material/cancel:]",
 }
 
 
@@ -132,7 +133,10 @@ if ui.store_ready():
     counts: StoreCounts = ui.query("store_counts")
     ingest: RunInfo | None = ui.query("last_ingest_run")
     analysis: RunInfo | None = ui.query("last_analysis_run")
+    nightly: RunInfo | None = ui.query("last_nightly_run")
     st.subheader("Last runs")
+    if nightly is not None:
+        _run_line("Nightly", nightly, "hstmon nightly")
     _run_line("Ingest", ingest, "hstmon ingest DIR")
     _ingest_counts(ingest)
     _run_line("Analysis", analysis, "hstmon analyze")
