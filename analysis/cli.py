@@ -200,7 +200,8 @@ def _utc_date(_ctx: click.Context, _param: click.Parameter, value: datetime | No
     envvar="MAST_API_TOKEN",
     show_envvar=True,
     help="MAST API token for proprietary data (https://auth.mast.stsci.edu/token). "
-    "Used for this run only, never stored.",
+    "Used for this run only, never stored. Prefer the environment variable: a token on the "
+    "command line shows in the process list.",
 )
 @click.option(
     "--scheduler",
@@ -256,8 +257,8 @@ def nightly(
     \b
     1. Discover: ask MAST (astroquery) for the selected instruments' products released (or
        observed, --by observation) since the last successful nightly run.
-    2. Download the FLT/FLC/IMA/JIF/JIT files not already in --archive (retries, resumes
-       partial files, checks sizes; a failed file is asked for again the next night).
+    2. Download the FLT/FLC/IMA/JIF/JIT/ASN files not already in --archive (retries,
+       resumes partial files, checks sizes; a failed file is asked for again next night).
     3. Ingest the archive (only new or changed files are read), on Dask.
     4. Analyze what changed: flags and HOPR verdicts.
     5. Digest: new flags and verdicts with HOPR deadlines, printed here and written as
