@@ -272,6 +272,7 @@ def nightly(
     from analysis.digest import render_text
     from analysis.nightly import NightlyOptions, run_nightly
     from ingest.mast import MastError, MastSelection
+    from ingest.pipeline import ClusterError
     from models.locks import LockBusyError
 
     selection = MastSelection(
@@ -304,6 +305,8 @@ def nightly(
         raise click.ClickException(f"MAST: {exc} (the run is recorded; run again later)") from exc
     except (RulesFileError, SchemaOutdatedError) as exc:
         raise click.ClickException(str(exc)) from exc
+    except ClusterError as exc:
+        raise click.ClickException(f"{exc} (the run is recorded; run again)") from exc
     except DBAPIError as exc:
         raise click.ClickException(lost_database_message(exc)) from exc
     window = " to ".join(f"{t:%Y-%m-%d %H:%M}" if t else "the beginning" for t in result.window)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from sqlalchemy.exc import DBAPIError
 
-from ingest.pipeline import IngestSummary, run_ingest
+from ingest.pipeline import ClusterError, IngestSummary, run_ingest
 from models.cli import database_option
 from models.database import SchemaOutdatedError, lost_database_message
 
@@ -87,7 +87,7 @@ def ingest(
         )
     except DBAPIError as exc:
         raise click.ClickException(lost_database_message(exc)) from exc
-    except SchemaOutdatedError as exc:
+    except (SchemaOutdatedError, ClusterError) as exc:
         raise click.ClickException(str(exc)) from exc
     print_summary(summary)
     if summary.failed:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dask.distributed import Client, LocalCluster, as_completed
+from distributed.scheduler import KilledWorker, NoWorkerError
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from tqdm import tqdm
@@ -31,13 +32,16 @@ _MAX_FILES_PER_TASK = 16
 # Enough queued work that workers keep parsing while the writer commits a batch, few enough that
 # results waiting for the writer stay small (~16 files x ~200 kB a task).
 _TASKS_IN_FLIGHT_PER_WORKER = 16
+# ...but never more than this in all: results wait for the one writer, whose pace does not grow
+# with the cluster (64 tasks ~ 1,000 files ~ 200 MB waiting, however many workers).
+_MAX_TASKS_IN_FLIGHT = 64
 # A batch is one transaction: large enough to amortise commits, small enough to keep memory flat.
 _BATCH_SAMPLES = 40_000
 _BATCH_FILES = 200
 
 
 class ClusterError(RuntimeError):
-    """The Dask scheduler could not be reached, or was lost while files were being read."""
+    """The Dask cluster cannot read the files: scheduler unreachable or lost, tasks given up."""
 
 
 @dataclass
@@ -267,19 +271,35 @@ def _stream(
             subset = {p: stored[p] for p in chunk if p in stored}
             in_flight.add(client.submit(task, chunk, subset, pure=False))
 
-    for _ in range(n_workers * _TASKS_IN_FLIGHT_PER_WORKER):
+    for _ in range(min(n_workers * _TASKS_IN_FLIGHT_PER_WORKER, _MAX_TASKS_IN_FLIGHT)):
         submit_next()
     show = sys.stderr.isatty() if progress is None else progress
     exposures_seen = 0
     with tqdm(total=len(files), unit="file", disable=not show, leave=False) as bar:
-        for _, outcomes in in_flight:
-            if isinstance(outcomes, BaseException):
-                # A task's error raises from `in_flight`; a cancelled task comes back as its
-                # reason, e.g. when this client lost the scheduler.
-                msg = f"lost the Dask scheduler at {client.scheduler.address}: {outcomes}"
-                raise ClusterError(msg)
+        for outcomes in _results(in_flight, client.scheduler.address):
             submit_next()
             batcher.add(outcomes)
             exposures_seen += sum(len(o.record.exposures) for o in outcomes if o.record)
             bar.update(len(outcomes))
             bar.set_postfix(exposures=exposures_seen, failed=batcher.summary.failed)
+
+
+def _results(in_flight: as_completed, scheduler: str) -> Iterator[list[FileOutcome]]:
+    """Each task's outcomes as it finishes; a cluster that cannot run the tasks is an error.
+
+    Dask reruns the tasks of a worker that dies; it gives up on a task after its workers died
+    ``distributed.scheduler.allowed-failures`` times (KilledWorker), or when no worker joins
+    within the scheduler's ``no-workers-timeout`` (NoWorkerError).
+    """
+    try:
+        for _, outcomes in in_flight:
+            if isinstance(outcomes, BaseException):
+                # Task errors raise from `in_flight`, but a cancelled task comes back as its
+                # reason: that happens when this client loses the scheduler.
+                reason = getattr(outcomes, "reason", outcomes)
+                msg = f"lost the Dask scheduler at {scheduler} (task cancelled: {reason})"
+                raise ClusterError(msg)
+            yield outcomes
+    except (KilledWorker, NoWorkerError) as exc:
+        msg = f"the Dask cluster at {scheduler} could not read the files: {exc}"
+        raise ClusterError(msg) from exc
