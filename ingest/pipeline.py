@@ -275,13 +275,26 @@ def _stream(
         submit_next()
     show = sys.stderr.isatty() if progress is None else progress
     exposures_seen = 0
-    with tqdm(total=len(files), unit="file", disable=not show, leave=False) as bar:
-        for outcomes in _results(in_flight, client.scheduler.address):
-            submit_next()
-            batcher.add(outcomes)
-            exposures_seen += sum(len(o.record.exposures) for o in outcomes if o.record)
-            bar.update(len(outcomes))
-            bar.set_postfix(exposures=exposures_seen, failed=batcher.summary.failed)
+    try:
+        with tqdm(total=len(files), unit="file", disable=not show, leave=False) as bar:
+            for outcomes in _results(in_flight, client.scheduler.address):
+                submit_next()
+                batcher.add(outcomes)
+                exposures_seen += sum(len(o.record.exposures) for o in outcomes if o.record)
+                bar.update(len(outcomes))
+                bar.set_postfix(exposures=exposures_seen, failed=batcher.summary.failed)
+    except BaseException:
+        _abandon(client, in_flight)
+        raise
+
+
+def _abandon(client: Client, in_flight: as_completed) -> None:
+    """Cancel the tasks still in flight when the run stops (the writer failed, say), so the
+    cluster stops working for nobody and the client closes without orphaned results."""
+    pending = list(in_flight.futures)
+    in_flight.clear()
+    if pending and client.status == "running":
+        client.cancel(pending)
 
 
 def _results(in_flight: as_completed, scheduler: str) -> Iterator[list[FileOutcome]]:
