@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from analysis.config import RulesFileError
 from analysis.report import UnknownIdError, gather, render_html, render_text
 from analysis.run import AnalysisSummary, run_analysis
-from models.cli import database_option
+from models.cli import cluster_options, database_option
 from models.database import SchemaOutdatedError, lost_database_message, make_engine
 
 __all__ = ["analyze", "assess", "nightly", "print_analysis"]
@@ -203,25 +203,14 @@ def _utc_date(_ctx: click.Context, _param: click.Parameter, value: datetime | No
     "Used for this run only, never stored. Prefer the environment variable: a token on the "
     "command line shows in the process list.",
 )
-@click.option(
-    "--scheduler",
-    metavar="ADDRESS",
-    envvar="HSTMON_SCHEDULER",
-    show_envvar=True,
-    help="Dask scheduler to run downloads and parsing on (e.g. tcp://10.0.0.5:8786). "
-    "Default: a local cluster on this machine.",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    help="Worker processes of the local cluster. Default: one per CPU core.",
-)
+@cluster_options
 @click.option(
     "--retries",
     default=3,
     show_default=True,
-    type=click.IntRange(min=1),
-    help="Attempts per file before a download counts as failed.",
+    type=click.IntRange(min=0),
+    help="Attempts per file after the first before a download counts as failed (with "
+    "back-off: 2, 4, 8... s).",
 )
 @click.option(
     "--digest-dir",

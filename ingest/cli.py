@@ -9,7 +9,7 @@ import click
 from sqlalchemy.exc import DBAPIError
 
 from ingest.pipeline import ClusterError, IngestSummary, run_ingest
-from models.cli import database_option
+from models.cli import cluster_options, database_option
 from models.database import SchemaOutdatedError, lost_database_message
 
 __all__ = ["ingest", "print_summary", "synth"]
@@ -38,19 +38,7 @@ def print_summary(summary: IngestSummary) -> None:
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @database_option
-@click.option(
-    "--scheduler",
-    metavar="ADDRESS",
-    envvar="HSTMON_SCHEDULER",
-    show_envvar=True,
-    help="Address of a running Dask scheduler (e.g. tcp://10.0.0.5:8786). "
-    "Default: start a local cluster on this machine.",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    help="Worker processes for the local cluster. Default: one per CPU core.",
-)
+@cluster_options
 @click.option(
     "--retry-failed",
     is_flag=True,

@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from models.database import DATABASE_URL_ENV, downgrade, resolve_database_url, upgrade
 
-__all__ = ["database_option", "main"]
+__all__ = ["cluster_options", "database_option", "main"]
 
 # name -> "module:attribute" of the click command, and its one-line help for `hstmon --help`.
 _COMMANDS: dict[str, tuple[str, str]] = {
@@ -50,6 +50,23 @@ def database_option(function):  # type: ignore[no-untyped-def]
             "Database URL, e.g. sqlite:///hstmon.sqlite or "
             "postgresql://user@host/dbname. Default: an SQLite file in your data directory."
         ),
+    )(function)
+
+
+def cluster_options(function):  # type: ignore[no-untyped-def]
+    """The --scheduler and --workers options of every command that runs work on Dask."""
+    function = click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        help="Worker processes for the local cluster. Default: one per CPU core.",
+    )(function)
+    return click.option(
+        "--scheduler",
+        metavar="ADDRESS",
+        envvar="HSTMON_SCHEDULER",
+        show_envvar=True,
+        help="Address of a running Dask scheduler to do the parallel work on (e.g. "
+        "tcp://10.0.0.5:8786; see docs/cluster.md). Default: start a local cluster here.",
     )(function)
 
 
