@@ -121,7 +121,8 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Client]:
             n_workers=n_workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            # Any free port: the default 8787 is taken when another cluster runs on this machine.
+            dashboard_address=":0",
             silence_logs=40,
         ) as cluster,
         Client(cluster) as client,
