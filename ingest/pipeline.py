@@ -21,7 +21,7 @@ from ingest.reader import StoredFile, read_file, unchanged_on_disk
 from ingest.records import FileOutcome
 from ingest.writer import StoreWriter, load_stored_files, with_copy_rows
 from models.database import ensure_schema, make_engine
-from models.runs import close_run, open_run
+from models.runs import abort_dead_local_runs, close_run, open_run, this_process
 from models.tables import IngestRun
 
 __all__ = ["ClusterError", "IngestSummary", "dask_client", "discover", "run_ingest"]
@@ -226,8 +226,10 @@ def run_ingest(
         "scheduler": scheduler,
         "workers": workers,
         "retry_failed": retry_failed,
+        **this_process(),
         **(parent or {}),
     }
+    abort_dead_local_runs(engine, IngestRun)
     run_id = open_run(engine, IngestRun, parameters=parameters)
     summary = IngestSummary(run_id, engine.url.render_as_string())
     summary.files_seen = len(files)

@@ -102,7 +102,8 @@ class IngestRun(Base):
     )
     status: Mapped[str] = mapped_column(
         String(16),
-        comment="running (or killed: no finished_at) | succeeded | failed (a file failed) | error",
+        comment="running | succeeded | failed (a file failed) | error | aborted (its process "
+        "died; marked by a later run on the same machine)",
     )
     parameters: Mapped[dict[str, Any]] = mapped_column(
         HeaderJSON, comment="paths, scheduler, workers and options the run was given"

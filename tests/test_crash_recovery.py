@@ -84,6 +84,13 @@ def test_killed_process_then_rerun_equals_clean_run(
     partial = _files_written(engine)
     assert 0 < partial < total, "the kill should land mid-run"
 
+    with engine.connect() as connection:
+        killed = connection.execute(text("SELECT status FROM ingest_run")).scalar_one()
+    assert killed == "running"  # a killed process cannot close its own run
+
     run_ingest([synthetic_archive], database_url, scheduler=dask_scheduler)
+    with engine.connect() as connection:
+        runs = connection.execute(text("SELECT status FROM ingest_run ORDER BY run_id")).all()
+    assert [r.status for r in runs] == ["aborted", "succeeded"]  # found dead by the next run
     recovered = database_snapshot(engine)
     assert recovered == _clean_snapshot(engine, database_url, synthetic_archive, dask_scheduler)

@@ -1,8 +1,8 @@
-"""nightly runs: nightly_run (MAST discovery window, downloads, digest)
+"""nightly runs: nightly_run (MAST discovery window, downloads, digest); aborted ingest runs
 
 Revision ID: 0004
 Revises: 0003
-Create Date: 2026-11-26 17:06:45.641895+00:00
+Create Date: 2026-11-26 18:03:40.491365+00:00
 """
 
 from collections.abc import Sequence
@@ -17,7 +17,27 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+_OLD_STATUS_COMMENT = (
+    "running (or killed: no finished_at) | succeeded | failed (a file failed) | error"
+)
+_NEW_STATUS_COMMENT = "running | succeeded | failed (a file failed) | error | aborted (its process died; marked by a later run on the same machine)"
+
+
+def _comment_ingest_status(comment: str, existing: str) -> None:
+    # SQLite keeps no column comments: only PostgreSQL has one to change.
+    if op.get_bind().dialect.name == "postgresql":
+        op.alter_column(
+            "ingest_run",
+            "status",
+            existing_type=sa.String(length=16),
+            existing_nullable=False,
+            comment=comment,
+            existing_comment=existing,
+        )
+
+
 def upgrade() -> None:
+    _comment_ingest_status(_NEW_STATUS_COMMENT, _OLD_STATUS_COMMENT)
     op.create_table(
         "nightly_run",
         sa.Column("run_id", sa.Integer(), autoincrement=True, nullable=False, comment="run number"),
@@ -103,4 +123,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    _comment_ingest_status(_OLD_STATUS_COMMENT, _NEW_STATUS_COMMENT)
     op.drop_table("nightly_run")
