@@ -265,7 +265,7 @@ def _stages(engine: Engine, options: NightlyOptions, run: _Run, window: tuple) -
         if status == "failed"
         else None
     )
-    run.finish(status, message, digest=digest_json(digest))
+    run.finish(status, message, digest=_stored_digest(digest_json(digest), paths))
     return NightlyResult(run.run_id, status, window, run.counts, digest, paths)
 
 
@@ -281,6 +281,21 @@ def _download(options: NightlyOptions, products: list, client: Any) -> list[Down
         backoff_s=options.retry_wait_s,
         progress=options.progress,
     )
+
+
+# The copy of the digest kept in nightly_run: the summary, counts and the first items. A first
+# night over a large archive can list 10^5 verdicts; the files hold them all.
+_STORED_ITEMS = 200
+
+
+def _stored_digest(document: dict[str, Any], paths: dict[str, Path]) -> dict[str, Any]:
+    stored = dict(document)
+    for key in ("verdicts", "flags", "problems"):
+        items = document.get(key) or []
+        stored[key] = items[:_STORED_ITEMS]
+        stored[f"{key}_not_stored"] = max(0, len(items) - _STORED_ITEMS)
+    stored["files"] = {kind: str(path) for kind, path in sorted(paths.items())}
+    return stored
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Iterator
@@ -165,7 +166,11 @@ def test_a_synthetic_night_then_a_quiet_one(
     runs = _runs(engine)
     assert [r.status for r in runs] == ["succeeded", "succeeded"]
     assert runs[1].window_start == runs[0].window_end - timedelta(days=1)
-    assert runs[0].ingest_run_id and runs[0].analysis_run_id and runs[0].digest
+    assert runs[0].ingest_run_id and runs[0].analysis_run_id
+    stored = runs[0].digest
+    assert stored["summary"] == json.loads(first.digest_paths["json"].read_text())["summary"]
+    assert stored["files"]["html"] == str(first.digest_paths["html"])
+    assert len(stored["verdicts"]) + stored["verdicts_not_stored"] == len(first.digest.verdicts)
     # The dashboard's overview shows the last night, with its seconds per stage.
     shown = dashboard_queries.last_nightly_run(engine)
     assert shown is not None and (shown.run_id, shown.status) == (runs[1].run_id, "succeeded")
@@ -359,3 +364,20 @@ def test_nightly_help_explains_the_job() -> None:
     assert result.exit_code == 0
     for words in ("Discover", "Download", "Ingest", "Analyze", "Digest", "lock", "--token"):
         assert words in result.output
+
+
+def test_mast_out_of_reach_is_a_recorded_error_with_a_readable_message(
+    fake_mast: FakeMast, database_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    fake_mast.release(fake_mast.visits()[:2], datetime.now(UTC))
+    fake_mast.portal.faults["Mast.Caom.Filtered"] = ["connection"] * 5
+    arguments = ["nightly", "--db", database_url, "--archive", str(tmp_path / "archive"),
+                 "--digest-dir", str(tmp_path / "digests"), "--no-progress"]  # fmt: skip
+    result = CliRunner().invoke(main, arguments)
+
+    assert result.exit_code == 1, result.output
+    assert "MAST:" in result.output and "could not reach MAST" in result.output
+    assert "Traceback" not in result.output
+    (run,) = _runs(engine)
+    assert (run.status, run.stage) == ("error", "discover")
+    assert "MastError" in run.message
