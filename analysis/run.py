@@ -17,6 +17,7 @@ from analysis.rules import evaluate, exposure_seconds
 from analysis.verdicts import VerdictRecord, association_verdicts, exposure_verdicts
 from models.bulk import bulk_insert
 from models.database import ensure_schema, make_engine
+from models.locks import serialize_transaction
 from models.runs import close_run, open_run
 from models.tables import AnalysisRun, AnalysisState, Flag, Verdict
 
@@ -157,6 +158,8 @@ def _analyse(
         for e in targets
     ]  # fmt: skip
     with engine.begin() as connection:
+        # Two analyses at once (a nightly one and a manual one) replace rows one after the other.
+        serialize_transaction(connection, "analysis-writer")
         _write(
             connection,
             targets,

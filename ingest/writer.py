@@ -35,6 +35,7 @@ from ingest.records import (
     FileOutcome,
     SampleBlock,
 )
+from models.locks import serialize_transaction
 from models.tables import (
     JIT_COLUMNS,
     Association,
@@ -64,9 +65,6 @@ _FILE_ID_COLUMN = {
     "ima": "sci_file_id",
 }
 _WRITE_ORDER = ("asn", "jit", "jif", *SCIENCE_KINDS)
-# Key of the PostgreSQL advisory lock every writer's transaction holds: any number of ingests may
-# parse at once, but their batches commit one at a time ("hstm" in ASCII).
-WRITER_LOCK_KEY = 0x6873746D
 
 
 def load_stored_files(connection: Connection) -> dict[str, StoredFile]:
@@ -263,20 +261,6 @@ def _release(connection: Connection, files: list[tuple[str, int]], now: datetime
             connection.execute(update(table).where(table.c[id_column].in_(ids)).values(cleared))
 
 
-def _serialize_writers(connection: Connection) -> None:
-    """Make this transaction the only writer until it ends, whatever other ingests run.
-
-    Two ingests of overlapping trees would otherwise both insert one file's samples (a duplicate
-    key) or lock exposure rows in opposite orders (a deadlock). PostgreSQL: a transaction-level
-    advisory lock. SQLite: BEGIN IMMEDIATE takes the write lock before this transaction's first
-    read, so what it reads is what it writes over (busy_timeout makes the other writer wait).
-    """
-    if connection.dialect.name == "postgresql":
-        connection.execute(select(func.pg_advisory_xact_lock(WRITER_LOCK_KEY)))
-    else:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 def _written_meanwhile(connection: Connection, outcomes: Sequence[FileOutcome]) -> set[str]:
     """Paths another run has written, with these very bytes, since this run read the store."""
     candidates = [o for o in outcomes if o.status == "ingested" and o.sha256]
@@ -302,7 +286,9 @@ class StoreWriter:
         """Write one batch in one transaction."""
         now = datetime.now(UTC)
         with self.engine.begin() as connection:
-            _serialize_writers(connection)
+            # Any number of ingests may parse at once; their batches commit one at a time, so two
+            # runs over one file never insert its samples twice nor deadlock on its exposures.
+            serialize_transaction(connection, "ingest-writer")
             meanwhile = _written_meanwhile(connection, outcomes)
             unchanged = [o for o in outcomes if o.status == "unchanged" or o.path in meanwhile]
             self._touch_unchanged(connection, unchanged)

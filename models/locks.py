@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 
-__all__ = ["LockBusyError", "job_lock"]
+__all__ = ["LockBusyError", "job_lock", "serialize_transaction"]
 
 
 class LockBusyError(RuntimeError):
@@ -92,3 +92,17 @@ def _file_lock(path: Path, name: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def serialize_transaction(connection: Connection, name: str) -> None:
+    """Make this transaction the only one called ``name`` on the store until it ends.
+
+    Call it first thing in the transaction. PostgreSQL: a transaction-level advisory lock (the
+    next one waits for the commit). SQLite: BEGIN IMMEDIATE takes the write lock before the
+    transaction's first read, so what it reads is what it writes over (busy_timeout makes the
+    other writer wait).
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(select(func.pg_advisory_xact_lock(_advisory_key(name))))
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -146,3 +146,21 @@ def test_postgres_stopped_mid_run_fails_clearly_and_a_rerun_completes(
     clean = _clean_snapshot(engine, postgres_url, [synthetic_archive], dask_scheduler)
     assert recovered == clean
     engine.dispose()
+
+
+def test_two_analyses_at_once_write_one_consistent_result(
+    synthetic_archive: Path, database_url: str, engine: Engine, dask_scheduler: str
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from analysis.run import run_analysis
+
+    run_ingest([synthetic_archive], database_url, scheduler=dask_scheduler, progress=False)
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda _: run_analysis(database_url, full=True), range(2)))
+
+    assert [run.exposures_analyzed for run in runs] == [600, 600]
+    flags = _count(engine, "SELECT count(*) FROM flag")
+    assert flags == sum(runs[0].flags.values()) > 0
+    assert _count(engine, "SELECT count(DISTINCT exposure_id) FROM verdict") == 600
+    assert _count(engine, "SELECT count(*) FROM analysis_state") == 600
