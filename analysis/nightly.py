@@ -8,8 +8,6 @@ finished by the next one: its discovery window starts where the last *succeeded*
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -19,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import DBAPIError
 
 from analysis.digest import Digest, build_digest, digest_json, write_digest
@@ -34,6 +32,7 @@ from ingest.mast import (
 from ingest.pipeline import IngestSummary, dask_client, run_ingest
 from models.database import ensure_schema, make_engine
 from models.locks import job_lock
+from models.runs import open_run, this_process
 from models.tables import IngestRun, NightlyRun
 
 __all__ = ["NightlyOptions", "NightlyResult", "discovery_window", "run_nightly"]
@@ -169,22 +168,16 @@ class _Run:
     def __init__(self, engine: Engine, options: NightlyOptions, window: tuple) -> None:
         self.engine = engine
         self.counts: dict[str, Any] = {}
-        with engine.begin() as connection:
-            self.run_id = connection.execute(
-                insert(NightlyRun)
-                .values(
-                    started_at=datetime.now(UTC),
-                    status="running",
-                    stage="discover",
-                    date_field=options.selection.date_field,
-                    window_start=window[0],
-                    window_end=window[1],
-                    parameters=options.as_json(),
-                    host=socket.gethostname(),
-                    pid=os.getpid(),
-                )
-                .returning(NightlyRun.run_id)
-            ).scalar_one()
+        self.run_id = open_run(
+            engine,
+            NightlyRun,
+            stage="discover",
+            date_field=options.selection.date_field,
+            window_start=window[0],
+            window_end=window[1],
+            parameters=options.as_json(),
+            **this_process(),
+        )
 
     def update(self, **values: Any) -> None:
         with self.engine.begin() as connection:
@@ -243,7 +236,11 @@ def _stages(engine: Engine, options: NightlyOptions, run: _Run, window: tuple) -
         run.counts.update(products_found=len(products), products_present=len(present))
     # One Dask client for downloads and parsing; none started on a night with nothing to do.
     with ExitStack() as cluster:
-        client = cluster.enter_context(_cluster(options)) if to_fetch else None
+        client = (
+            cluster.enter_context(dask_client(options.scheduler, options.workers))
+            if to_fetch
+            else None
+        )
         with run.stage("download"):
             outcomes = _download(options, to_fetch, client)
             _count_downloads(run.counts, outcomes)
@@ -296,13 +293,6 @@ def _stored_digest(document: dict[str, Any], paths: dict[str, Path]) -> dict[str
         stored[f"{key}_not_stored"] = max(0, len(items) - _STORED_ITEMS)
     stored["files"] = {kind: str(path) for kind, path in sorted(paths.items())}
     return stored
-
-
-@contextmanager
-def _cluster(options: NightlyOptions) -> Iterator[Any]:
-    """One Dask client for every parallel stage of the night (downloads, then parsing)."""
-    with dask_client(options.scheduler, options.workers) as client:
-        yield client
 
 
 def _count_downloads(counts: dict[str, Any], outcomes: list[DownloadOutcome]) -> None:

@@ -9,11 +9,11 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
-from models.tables import AnalysisRun, IngestRun
+from models.tables import AnalysisRun, IngestRun, NightlyRun
 
 __all__ = ["RunModel", "abort_dead_local_runs", "close_run", "open_run", "this_process"]
 
-RunModel = type[IngestRun] | type[AnalysisRun]
+RunModel = type[IngestRun] | type[AnalysisRun] | type[NightlyRun]
 
 
 def open_run(engine: Engine, model: RunModel, **values: Any) -> int:
