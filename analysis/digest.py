@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, case, func, select
 
 from analysis.config import SEVERITIES
-from analysis.report import _STYLE as REPORT_STYLE
+from analysis.report import PAGE_STYLE
 from models.tables import Association, Exposure, Flag, Verdict
 
 __all__ = [
@@ -694,7 +694,7 @@ def render_html(digest: Digest) -> str:
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>{_esc(_title(digest))}</title>"
-        f"<style>{REPORT_STYLE}{_DIGEST_STYLE}</style></head><body>{''.join(body)}</body></html>"
+        f"<style>{PAGE_STYLE}{_DIGEST_STYLE}</style></head><body>{''.join(body)}</body></html>"
     )
 
 

@@ -31,6 +31,7 @@ from models.tables import (
 )
 
 __all__ = [
+    "PAGE_STYLE",
     "Assessment",
     "UnknownIdError",
     "gather",
@@ -254,7 +255,8 @@ def render_text(assessment: Assessment) -> str:
     return "\n".join(lines)
 
 
-_STYLE = """
+# The CSS of hstmon's self-contained HTML pages (this report, the nightly digest).
+PAGE_STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:0.5em 0}
 td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}
@@ -395,5 +397,5 @@ def render_html(assessment: Assessment) -> str:
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>hstmon assessment {html.escape(assessment.requested)}</title>"
-        f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>"
+        f"<style>{PAGE_STYLE}</style></head><body>{''.join(body)}</body></html>"
     )
