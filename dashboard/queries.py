@@ -93,6 +93,7 @@ __all__ = [
     "last_analysis_run",
     "last_ingest_run",
     "last_nightly_run",
+    "nightly_headline",
     "normalise_id",
     "period_bounds",
     "program_list",
@@ -462,6 +463,27 @@ def last_ingest_run(engine: Engine) -> RunInfo | None:
 def last_nightly_run(engine: Engine) -> RunInfo | None:
     """The most recent ``hstmon nightly`` run (its counts include seconds per stage)."""
     return _last_run(engine, NightlyRun)
+
+
+def nightly_headline(engine: Engine) -> list[tuple[str, list[str]]]:
+    """The summary of the last nightly digest: (lead, items) in plain words, most urgent first.
+
+    Empty when no nightly run has written a digest.
+    """
+    query = (
+        select(NightlyRun.digest)
+        .where(NightlyRun.digest.is_not(None))
+        .order_by(NightlyRun.run_id.desc())
+        .limit(1)
+    )
+    with engine.connect() as connection:
+        digest = connection.execute(query).scalar()
+    if not digest:
+        return []
+    return [
+        (str(b.get("lead", "")), [str(i) for i in b.get("items", [])])
+        for b in digest.get("summary", [])
+    ]
 
 
 def last_analysis_run(engine: Engine) -> RunInfo | None:

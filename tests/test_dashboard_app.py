@@ -6,17 +6,21 @@ The pages read the store named by $HSTMON_DATABASE_URL (what `hstmon dashboard -
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import streamlit as st
 from click.testing import CliRunner
+from sqlalchemy import insert
 from streamlit.testing.v1 import AppTest
 from test_dashboard_queries import STORES, build_store, scratch_database, write_science_images
 
 from dashboard import cli
 from dashboard.pages import _common
-from models.database import DATABASE_URL_ENV
+from models.database import DATABASE_URL_ENV, make_engine
+from models.tables import NightlyRun
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 PAGES = ("pages/overview.py", "pages/trends.py", "pages/programs.py", "pages/exposure.py",
@@ -80,6 +84,30 @@ def test_overview_shows_last_runs_counts_and_the_action_list(
     assert "iepp01010" in set(actions["target"])
     app.segmented_control(key="action_kind").set_value("visits").run()
     assert set(app.dataframe[0].value["kind"]) == {"visit"}
+
+
+def test_overview_shows_the_last_nightly_digest(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    digest = {"summary": [{"lead": "1 visit needs a HOPR:",
+                           "items": ["IEPP01010 by 2022-06-01 (92 days left) – exposures 4-7 "
+                                     "lost their guide star; 1-3 are nominal"]},
+                          {"lead": "3 new flags: 3 high.", "items": []}]}  # fmt: skip
+    now = datetime.now(UTC)
+    engine = make_engine(store_url)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(NightlyRun).values(
+                started_at=now, finished_at=now, status="succeeded", stage="digest",
+                date_field="release", window_start=now, window_end=now, parameters={},
+                digest=digest, host="here", pid=1,
+            )
+        )  # fmt: skip
+    engine.dispose()
+    st.cache_data.clear()  # the page caches its queries for a minute; earlier tests ran it
+    shown = texts(open_page(store_url, monkeypatch))
+    assert "Nightly #1" in shown and "1 visit needs a HOPR:" in shown
+    assert "exposures 4-7 lost their guide star" in shown and "3 new flags: 3 high." in shown
 
 
 def test_trends_show_jitter_flag_rates_and_psf_with_filters(

@@ -153,6 +153,8 @@ def test_a_synthetic_night_then_a_quiet_one(
     with engine.connect() as connection:
         exposures = connection.execute(text("SELECT count(*) FROM exposure")).scalar_one()
     assert exposures == 90
+    lead, items = dashboard_queries.nightly_headline(engine)[0]
+    assert "need a HOPR" in lead and any("IEPP01010" in item for item in items)
 
     second = run_nightly(options)
 
@@ -175,6 +177,7 @@ def test_a_synthetic_night_then_a_quiet_one(
     shown = dashboard_queries.last_nightly_run(engine)
     assert shown is not None and (shown.run_id, shown.status) == (runs[1].run_id, "succeeded")
     assert set(shown.counts["seconds"]) == {"discover", "download", "ingest", "analyze", "digest"}
+    assert dashboard_queries.nightly_headline(engine) == [("Nothing new needs attention.", [])]
 
 
 def test_the_next_night_fetches_only_what_was_released_since(

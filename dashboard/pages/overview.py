@@ -36,6 +36,13 @@ def _run_line(title: str, run: RunInfo | None, command: str) -> None:
         st.error(run.message)
 
 
+def _nightly_headline() -> None:
+    """What the last nightly digest said first (the files hold the whole digest)."""
+    blocks: list[tuple[str, list[str]]] = ui.query("nightly_headline")
+    for lead, items in blocks:
+        st.markdown(f"- {lead}" + "".join(f"\n  - {item}" for item in items))
+
+
 def _ingest_counts(run: RunInfo | None) -> None:
     if run is None or not run.counts:
         return
@@ -137,6 +144,7 @@ if ui.store_ready():
     st.subheader("Last runs")
     if nightly is not None:
         _run_line("Nightly", nightly, "hstmon nightly")
+        _nightly_headline()
     _run_line("Ingest", ingest, "hstmon ingest DIR")
     _ingest_counts(ingest)
     _run_line("Analysis", analysis, "hstmon analyze")
