@@ -132,9 +132,12 @@ def test_postgres_stopped_mid_run_fails_clearly_and_a_rerun_completes(
             process.kill()
 
     assert process.returncode == 1, out + err
-    assert "the database is unreachable or went away" in err, err
-    assert "run the same command again" in err, err
-    assert "Traceback" not in err, err
+    # The run ends with click's one readable line, not an exception of hstmon's. (Dask's client
+    # may log its own tracebacks as it closes with results still on their way.)
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("Error: the database is unreachable or went away"), err
+    assert "run the same command again" in last, err
+    assert not any(f"/{room}/" in err for room in ("ingest", "models", "analysis")), err
     partial = _count(engine, "SELECT count(*) FROM source_file")
     files = sum(1 for p in synthetic_archive.rglob("*.fits.gz"))
     assert 0 < partial < files, "the stop did not land mid-run"
