@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ _TASKS_IN_FLIGHT_PER_WORKER = 16
 # ...but never more than this in all: results wait for the one writer, whose pace does not grow
 # with the cluster (64 tasks ~ 1,000 files ~ 200 MB waiting, however many workers).
 _MAX_TASKS_IN_FLIGHT = 64
+# How long a stopped run waits for results already on their way before closing the client.
+_ABANDON_WAIT_S = 5.0
 # A batch is one transaction: large enough to amortise commits, small enough to keep memory flat.
 _BATCH_SAMPLES = 40_000
 _BATCH_FILES = 200
@@ -292,12 +295,16 @@ def _stream(
 
 
 def _abandon(client: Client, in_flight: as_completed) -> None:
-    """Cancel the tasks still in flight when the run stops (the writer failed, say), so the
-    cluster stops working for nobody and the client closes without orphaned results."""
+    """Cancel the tasks still in flight when the run stops (the writer failed, say), and let
+    results already on their way arrive (a few seconds at most): closing the client under them
+    makes Dask log each one as an error, burying the reason the run stopped."""
     pending = list(in_flight.futures)
-    in_flight.clear()
     if pending and client.status == "running":
         client.cancel(pending)
+        deadline = time.monotonic() + _ABANDON_WAIT_S
+        while in_flight.futures and time.monotonic() < deadline:
+            time.sleep(0.05)
+    in_flight.clear()
 
 
 def _results(in_flight: as_completed, scheduler: str) -> Iterator[list[FileOutcome]]:
