@@ -14,13 +14,12 @@ import argparse
 import contextlib
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import create_engine, insert, text, update
-from sqlalchemy.engine import make_url
+from scratch import scratch_postgres
+from sqlalchemy import insert, update
 
 from analysis.run import run_analysis
 from models.database import make_engine, upgrade
@@ -105,21 +104,6 @@ def _touch_one_percent(url: str, n_exposures: int) -> None:
     engine.dispose()
 
 
-@contextlib.contextmanager
-def _postgres(server_url: str):  # type: ignore[no-untyped-def]
-    admin = create_engine(make_url(server_url).set(drivername="postgresql+psycopg"),
-                          isolation_level="AUTOCOMMIT")  # fmt: skip
-    name = f"hstmon_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exposures", type=int, default=300_000)
@@ -128,7 +112,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch, contextlib.ExitStack() as stack:
         targets = [("SQLite", f"sqlite:///{Path(scratch) / 'bench.sqlite'}")]
         if args.postgres:
-            targets.append(("PostgreSQL", stack.enter_context(_postgres(args.postgres))))
+            targets.append(("PostgreSQL", stack.enter_context(scratch_postgres(args.postgres))))
         for label, url in targets:
             upgrade(url)
             started = time.perf_counter()

@@ -18,13 +18,13 @@ import contextlib
 import statistics
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scratch import scratch_postgres
 from sqlalchemy import Engine, create_engine, insert, text
 from sqlalchemy.engine import make_url
 
@@ -303,21 +303,6 @@ def measure(url: str, repeat: int) -> None:
     engine.dispose()
 
 
-@contextlib.contextmanager
-def _postgres(server_url: str) -> Iterator[str]:
-    admin = create_engine(make_url(server_url).set(drivername="postgresql+psycopg"),
-                          isolation_level="AUTOCOMMIT")  # fmt: skip
-    name = f"hstmon_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exposures", type=int, default=300_000)
@@ -333,7 +318,7 @@ def main() -> None:
         if args.only != "postgres":
             targets.append(("SQLite", f"sqlite:///{Path(scratch) / 'bench.sqlite'}"))
         if args.postgres and args.only != "sqlite":
-            targets.append(("PostgreSQL", stack.enter_context(_postgres(args.postgres))))
+            targets.append(("PostgreSQL", stack.enter_context(scratch_postgres(args.postgres))))
         for label, url in targets:
             upgrade(url)
             started = time.perf_counter()

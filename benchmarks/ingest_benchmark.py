@@ -20,14 +20,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import psutil
 from astropy.io import fits
 from astropy.table import Table
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from scratch import scratch_postgres
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from ingest.fits_blocks import read_hdus
@@ -131,26 +130,6 @@ def _count(url: str, sql: str) -> int:
     return int(value)
 
 
-class _PostgresDatabase:
-    """A database created for the run on the given server, dropped afterwards."""
-
-    def __init__(self, server_url: str) -> None:
-        self.admin = create_engine(
-            make_url(server_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
-        )
-        self.name = f"hstmon_bench_{uuid.uuid4().hex[:8]}"
-
-    def __enter__(self) -> str:
-        with self.admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{self.name}"'))
-        return self.admin.url.set(database=self.name).render_as_string(hide_password=False)
-
-    def __exit__(self, *_: object) -> None:
-        with self.admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
-        self.admin.dispose()
-
-
 def _split_archive(archive: Path, half: Path) -> None:
     """A half-size archive (hard links) to show that peak memory does not grow with the archive."""
     directories = sorted(p for p in archive.iterdir() if p.is_dir())
@@ -200,7 +179,7 @@ def main() -> None:
         _split_archive(archive, half)
         peaks = {}
         targets = [("SQLite", f"sqlite:///{scratch / 'hstmon.sqlite'}")]
-        pg = _PostgresDatabase(args.postgres) if args.postgres else None
+        pg = scratch_postgres(args.postgres) if args.postgres else None
         with pg or contextlib.nullcontext(None) as pg_url:
             if pg_url:
                 targets.append(("PostgreSQL", pg_url))

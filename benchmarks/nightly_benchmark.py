@@ -18,6 +18,7 @@ A benchmark, not a test: nothing here asserts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -32,6 +33,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from astroquery.mast import Observations  # noqa: E402
 from mast_fixtures import MastDownloadServer, recorded, replay_mast_portal  # noqa: E402
+from scratch import scratch_postgres  # noqa: E402
 
 from analysis.digest import render_text  # noqa: E402
 from analysis.nightly import NightlyOptions, run_nightly  # noqa: E402
@@ -94,17 +96,15 @@ def notebook_downloads(store: Path, url: str, target: Path) -> tuple[float, int]
     return time.perf_counter() - started, fetched
 
 
-def _database(args: argparse.Namespace, work: Path) -> str:
-    return args.postgres or f"sqlite:///{work / 'nightly.sqlite'}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exposures", type=int, default=600)
     parser.add_argument("--images", type=int, default=12, help="exposures that get FLC files")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--postgres", metavar="URL", help="an empty PostgreSQL database to use")
+    parser.add_argument("--postgres", metavar="URL",
+                        help="a PostgreSQL server to measure on, in a scratch database "
+                        "(default: SQLite)")  # fmt: skip
     latency_help = ("wait before each answer of the download server, standing in for the "
                     "internet round trips to MAST (0: a local server's own speed)")  # fmt: skip
     parser.add_argument("--latency-ms", type=float, default=100.0, help=latency_help)
@@ -113,8 +113,14 @@ def main() -> None:
     with (
         tempfile.TemporaryDirectory(prefix="hstmon-night-") as tmp,
         pytest.MonkeyPatch.context() as mp,
+        contextlib.ExitStack() as stack,
     ):
         work = Path(tmp)
+        database_url = (
+            stack.enter_context(scratch_postgres(args.postgres))
+            if args.postgres
+            else f"sqlite:///{work / 'nightly.sqlite'}"
+        )
         store = make_night(work / "mast", args.exposures, args.images, args.seed)
         n_files = sum(1 for _ in store.iterdir())
         size_mb = sum(p.stat().st_size for p in store.iterdir()) / 1e6
@@ -129,7 +135,7 @@ def main() -> None:
             options = NightlyOptions(
                 archive_root=work / "archive",
                 selection=MastSelection(),
-                database_url=_database(args, work),
+                database_url=database_url,
                 workers=args.workers,
                 digest_dir=work / "digests",
                 today=date(2022, 3, 1),

@@ -53,6 +53,16 @@ def scratch_postgres_database(prefix: str = "hstmon_test") -> Iterator[str]:
         admin.dispose()
 
 
+@contextmanager
+def scratch_database(kind: str, folder: Path, prefix: str = "hstmon_test") -> Iterator[str]:
+    """An empty database of ``kind`` ("sqlite" in ``folder``, or "postgres") for a module."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'store.sqlite'}"
+        return
+    with scratch_postgres_database(prefix) as url:
+        yield url
+
+
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""

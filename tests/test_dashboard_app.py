@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 import streamlit as st
 from click.testing import CliRunner
+from conftest import scratch_database
 from sqlalchemy import insert
 from streamlit.testing.v1 import AppTest
-from test_dashboard_queries import STORES, build_store, scratch_database, write_science_images
+from test_dashboard_queries import STORES, build_store, write_science_images
 
 from dashboard import cli
 from dashboard.pages import _common

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import scratch_postgres_database
+from conftest import scratch_database
 from numpy.testing import assert_allclose
 from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import make_url
@@ -30,16 +29,6 @@ from models.database import make_engine, upgrade
 
 TODAY = date(2026, 11, 26)  # the analysis date: days left to HOPR deadlines count from it
 STORES = ["sqlite", "postgres"]
-
-
-@contextmanager
-def scratch_database(kind: str, folder: Path) -> Iterator[str]:
-    """An empty database of ``kind`` that lives as long as a module's tests."""
-    if kind == "sqlite":
-        yield f"sqlite:///{folder / 'store.sqlite'}"
-        return
-    with scratch_postgres_database("hstmon_dash") as url:
-        yield url
 
 
 def write_science_images(archive: Path, folder: Path, count: int = 8) -> Path:
@@ -73,7 +62,7 @@ def store_url(
     dask_scheduler: str,
 ) -> Iterator[str]:
     """A populated store of each kind, shared by a module's tests (which only read it)."""
-    with scratch_database(request.param, tmp_path_factory.mktemp("store")) as url:
+    with scratch_database(request.param, tmp_path_factory.mktemp("store"), "hstmon_dash") as url:
         build_store(url, [synthetic_archive, science_images], dask_scheduler)
         yield url
 

@@ -11,13 +11,12 @@ import dataclasses
 import json
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import scratch_postgres_database
+from conftest import scratch_database
 from sqlalchemy import Engine, text
 
 from analysis.config import SEVERITIES
@@ -54,15 +53,6 @@ class Store:
     second: AnalysisSummary  # nothing had changed
 
 
-@contextmanager
-def _scratch_database(kind: str, folder: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{folder / 'store.sqlite'}"
-        return
-    with scratch_postgres_database("hstmon_digest") as url:
-        yield url
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def store(
     request: pytest.FixtureRequest,
@@ -70,7 +60,7 @@ def store(
     synthetic_archive: Path,
     dask_scheduler: str,
 ) -> Iterator[Store]:
-    with _scratch_database(request.param, tmp_path_factory.mktemp("digest")) as url:
+    with scratch_database(request.param, tmp_path_factory.mktemp("digest"), "hstmon_digest") as url:
         upgrade(url)
         ingest = run_ingest([synthetic_archive], url, scheduler=dask_scheduler, progress=False)
         assert ingest.failed == 0, ingest.failures
