@@ -515,6 +515,25 @@ class StarMeasurement:
     recentered: bool  # False if the shift exceeded 2 px and the centre was held
 
 
+def _fit_bounds(
+    x0: float, y0: float, fwhm_guess: float, free_centre: bool
+) -> tuple[list[float], list[float]]:
+    """Lower and upper bounds of (amp, [x0, y0,] log γ, log α, bias) for a Moffat fit.
+
+    γ from 0.01 px to 50 FWHM guesses and α from 0.2 to 10⁴ keep every exponential of the
+    model finite (a Gaussian-like star reaches α ~ 10³ at most); the centre may move at most
+    twice the recentring limit, so a fit that wanders off the star stops at the wall.
+    """
+    log_gamma = (math.log(0.01), math.log(50.0 * fwhm_guess))
+    log_alpha = (math.log(0.2), math.log(1.0e4))
+    reach = 2.0 * _RECENTER_MAX_PIX
+    centre_lo = [x0 - reach, y0 - reach] if free_centre else []
+    centre_hi = [x0 + reach, y0 + reach] if free_centre else []
+    lower = [-math.inf, *centre_lo, log_gamma[0], log_alpha[0], -math.inf]
+    upper = [math.inf, *centre_hi, log_gamma[1], log_alpha[1], math.inf]
+    return lower, upper
+
+
 def _fit_profile(
     xy: NDArray[np.float64],
     values: NDArray[np.float64],
@@ -522,30 +541,39 @@ def _fit_profile(
     y0: float,
     fwhm_guess: float,
     recenter: bool,
-) -> tuple[NDArray[np.float64], bool] | None:
-    """Moffat fit to the pixels; returns (parameters, recentred) or None on failure."""
+) -> tuple[NDArray[np.float64], bool] | str:
+    """Bounded Moffat fit to the pixels: (parameters, recentred), or why it failed."""
     alpha0 = 2.5
     gamma0 = fwhm_guess / (2.0 * math.sqrt(2.0 ** (1.0 / alpha0) - 1.0))
     p0 = [max(float(values.max()), 1e-6), x0, y0, math.log(gamma0), math.log(alpha0), 0.0]
+
+    def fixed(xy: NDArray, amp: float, lg: float, la: float, b: float) -> NDArray:
+        return _moffat(xy, amp, x0, y0, lg, la, b)
+
+    def fixed_jac(xy: NDArray, amp: float, lg: float, la: float, b: float) -> NDArray:
+        return _moffat_jac(xy, amp, x0, y0, lg, la, b)[:, [0, 3, 4, 5]]
+
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", OptimizeWarning)
         try:
             if recenter:
-                params, _ = curve_fit(_moffat, xy, values, p0=p0, jac=_moffat_jac, maxfev=300)
+                bounds = _fit_bounds(x0, y0, fwhm_guess, free_centre=True)
+                params, _ = curve_fit(
+                    _moffat, xy, values, p0=p0, jac=_moffat_jac, bounds=bounds, max_nfev=300
+                )
                 if math.hypot(params[1] - x0, params[2] - y0) <= _RECENTER_MAX_PIX:
                     return params, True
-
-            def fixed(xy: NDArray, amp: float, lg: float, la: float, b: float) -> NDArray:
-                return _moffat(xy, amp, x0, y0, lg, la, b)
-
-            def fixed_jac(xy: NDArray, amp: float, lg: float, la: float, b: float) -> NDArray:
-                return _moffat_jac(xy, amp, x0, y0, lg, la, b)[:, [0, 3, 4, 5]]
-
+            bounds = _fit_bounds(x0, y0, fwhm_guess, free_centre=False)
             params4, _ = curve_fit(
-                fixed, xy, values, p0=[p0[0], *p0[3:]], jac=fixed_jac, maxfev=300
+                fixed, xy, values, p0=[p0[0], *p0[3:]], jac=fixed_jac, bounds=bounds, max_nfev=300
             )
-        except (RuntimeError, ValueError):
-            return None
+        except RuntimeError:
+            return "fit_failed"  # no convergence within the evaluation budget
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError):
+            # Non-finite residuals or a singular step: the pixels do not describe a star.
+            return "fit_error"
+    if not np.all(np.isfinite(params4)):
+        return "fit_error"
     return np.array([params4[0], x0, y0, *params4[1:]]), False
 
 
@@ -675,11 +703,9 @@ def _measure_star(
         return "flagged_core"
     use = within & ~excluded
     found = _fit_profile(np.vstack([xx[use], yy[use]]), cut[use], xc, yc, fwhm_guess, recenter)
-    if found is None:
-        return "fit_failed"
+    if isinstance(found, str):
+        return found
     (amp, x0, y0, log_gamma, log_alpha, bias), recentered = found
-    if not (-20.0 < log_alpha < 700.0 and -20.0 < log_gamma < 700.0):
-        return "implausible_fit"
     gamma, alpha = math.exp(log_gamma), math.exp(log_alpha)
     fwhm = moffat_fwhm(gamma, alpha)
     if not (amp > 0 and alpha >= 0.5 and _MIN_FWHM_PIX <= fwhm <= 10.0 * fwhm_guess):
@@ -813,9 +839,13 @@ def measure_psf(
     for i in order:
         if len(stars) >= max_stars:
             break
-        result = _measure_star(
-            sci, dq, sources, int(i), radius, key, fwhm_guess, recenter, saturation_level
-        )
+        try:
+            result = _measure_star(
+                sci, dq, sources, int(i), radius, key, fwhm_guess, recenter, saturation_level
+            )
+        except (ArithmeticError, ValueError, np.linalg.LinAlgError):
+            # One star's numbers (a singular moment matrix, an overflow) cost that star only.
+            result = "fit_error"
         if isinstance(result, str):
             rejected[result] += 1
         else:

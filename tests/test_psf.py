@@ -179,3 +179,42 @@ def test_unconfirmed_fwhm_rows_are_marked_and_overridable() -> None:
     assert nominal_fwhm_pix("IR", 12500.0, overrides=checked) == pytest.approx(1.065)
     assert nominal_fwhm_confirmed("IR", 12500.0, overrides=checked)
     assert nominal_fwhm_pix("IR", 12500.0) == pytest.approx((1.040 + 1.067) / 2)
+
+
+@pytest.mark.parametrize("failure", [OverflowError("math range error"), ValueError("nan")])
+def test_a_star_whose_fit_raises_costs_that_star_only(
+    monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    """A fit that blows up (as scipy's optimiser may on a new release) rejects one star."""
+    from ingest import psf
+
+    sci, _, dq, truth = make_star_field(FIELD, 50, 2.0, seed=13)
+    calls = {"n": 0}
+    real_curve_fit = psf.curve_fit
+
+    def first_fit_fails(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise failure
+        return real_curve_fit(*args, **kwargs)
+
+    monkeypatch.setattr(psf, "curve_fit", first_fit_fails)
+    summary = measure_psf(sci, dq)
+    assert summary.rejected["fit_error"] == 1
+    assert summary.n_psf_stars >= 25
+    assert_allclose(summary.fwhm_median_pix, truth.fwhm_effective_pix, rtol=0.05)
+
+
+def test_the_moffat_model_is_finite_everywhere_inside_the_fit_bounds() -> None:
+    """The bounds on log γ and log α keep every exponential of the model and its Jacobian finite."""
+    from ingest.psf import _fit_bounds, _moffat, _moffat_jac
+
+    lower, upper = _fit_bounds(10.0, 10.0, 2.0, free_centre=True)
+    yy, xx = np.mgrid[0:21, 0:21].astype(np.float64)
+    xy = np.vstack([xx.ravel(), yy.ravel()])
+    for log_gamma in (lower[3], upper[3]):
+        for log_alpha in (lower[4], upper[4]):
+            params = (1e5, lower[1], upper[2], log_gamma, log_alpha, -3.0)
+            with np.errstate(over="raise", invalid="raise", divide="raise"):
+                assert np.all(np.isfinite(_moffat(xy, *params)))
+                assert np.all(np.isfinite(_moffat_jac(xy, *params)))
