@@ -16,17 +16,13 @@ from sqlalchemy.engine import make_url
 from models.database import make_engine, upgrade
 from models.tables import Base
 
-REAL_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real").resolve()
+REAL_DATA = Path(__file__).resolve().parent / "data" / "real"
 POSTGRES_URL_ENV = "HSTMON_TEST_POSTGRES_URL"
 
 
 @pytest.fixture(scope="session")
 def real_data() -> Path:
-    """The folder of genuine HST files laid beside the checkout (never copied into it)."""
-    if not REAL_DATA.is_dir():
-        pytest.skip(
-            f"the genuine HST files are not at {REAL_DATA} (shared/ is laid beside the repo)"
-        )
+    """The folder of genuine HST files kept with the tests (read-only: copy before editing)."""
     return REAL_DATA
 
 

@@ -14,10 +14,7 @@ from astropy.io import fits
 
 from ingest.synth import FAILURE_MODES, SyntheticExposure, read_truth, write_archive
 
-REAL = Path(__file__).parents[1] / ".." / "shared" / "data" / "real"
-needs_real = pytest.mark.skipif(
-    not REAL.is_dir(), reason=f"real HST reference files not found at {REAL.resolve()}"
-)
+REAL = Path(__file__).parent / "data" / "real"
 HST_TIME = re.compile(r"^\d{4}\.\d{3}:\d{2}:\d{2}:\d{2}$")
 FILLED = ("V2_dom", "V3_dom", "V2_roll", "V3_roll", "SI_V2_AVG", "SI_V2_RMS", "SI_V2_P2P",
           "SI_V3_AVG", "SI_V3_RMS", "SI_V3_P2P", "RA", "DEC", "Roll")  # fmt: skip
@@ -76,7 +73,6 @@ def _by_mode(truth: list[SyntheticExposure], mode: str) -> list[SyntheticExposur
 # --- (1) structural identity with the real EDPS files ------------------------------------
 
 
-@needs_real
 def test_jif_headers_match_real_file_card_for_card(archive, sets) -> None:
     jif = sets["iepp01010"]["jif"]
     with fits.open(REAL / "ldfd01010_jif.fits.gz") as real:
@@ -92,7 +88,6 @@ def test_jif_headers_match_real_file_card_for_card(archive, sets) -> None:
         assert jif[4].cards[-1].keyword == "GSFAIL"
 
 
-@needs_real
 def test_jit_headers_and_columns_match_real_files(sets) -> None:
     jit = sets["iepp01010"]["jit"]
     for name, layout in (("ldfd01010_jit.fits.gz", _layout_vs_2017),
@@ -113,7 +108,6 @@ def test_jit_headers_and_columns_match_real_files(sets) -> None:
                 assert ours_file[1].data.dtype == real[1].data.dtype
 
 
-@needs_real
 def test_lone_exposure_jit_matches_real_lone_file(archive, sets) -> None:
     _, truth = archive
     lone = next(t for t in truth if t.rootname is None)
@@ -125,7 +119,6 @@ def test_lone_exposure_jit_matches_real_lone_file(archive, sets) -> None:
         assert _layout(jit[1]) == _layout(real[1].header)
 
 
-@needs_real
 def test_asn_table_matches_real_structure(sets) -> None:
     with (
         fits.open(sets["iepp01010"]["folder"] / "iepp01010_asn.fits.gz") as ours,
