@@ -150,11 +150,15 @@ def nominal_fwhm_confirmed(
 # lost (2) and Reed-Solomon errors (1).  IR 2048 flags the zero-read signal correction of bright
 # pixels, so it is not a reason to reject an IR star.
 DQ_PSF_REJECT: dict[str, int] = {"UVIS": 1 | 2 | 4 | 256 | 2048, "IR": 1 | 2 | 4 | 256}
-# Pixels left out of a fit (hot, warm, bad flat, cosmic ray...) but tolerated outside the core.
+# Pixels left out of a fit (hot, warm, bad flat, cosmic rays: 4096 found by AstroDrizzle, 8192
+# rejected in combination, IR 1024) but tolerated outside the core.
 _DQ_PSF_EXCLUDE: dict[str, int] = {
-    "UVIS": 8 | 16 | 64 | 128 | 512 | 1024 | 8192,
-    "IR": 8 | 16 | 32 | 64 | 512 | 1024 | 8192,
+    "UVIS": 8 | 16 | 64 | 128 | 512 | 1024 | 4096 | 8192,
+    "IR": 8 | 16 | 32 | 64 | 512 | 1024 | 4096 | 8192,
 }
+# Cosmic-ray hits the pipeline flagged are not sources: set to the sky before detection, so a
+# hit beside a star neither becomes a peak nor makes the star look crowded.
+_DQ_COSMIC_RAY = 4096
 MIN_IMAGE_SIDE_PIX = 32  # below this an image cannot hold an isolated star and its surroundings
 _MAX_SKY_SAMPLE = 250_000  # pixels: enough for a sky median good to <1% of sigma
 _DAO_SHARPNESS = (0.2, 0.9)  # CR hits are sharper than 0.9; trailed stars stay above 0.4
@@ -402,7 +406,7 @@ def detect_sources(
     """
     key = _detector_key(detector)
     fwhm = fwhm_pix or _DEFAULT_FWHM_GUESS[key]
-    bad = bad_pixel_mask(sci, dq, (DQ_PSF_REJECT[key] & ~(256 | 2048)) | 16)
+    bad = bad_pixel_mask(sci, dq, (DQ_PSF_REJECT[key] & ~(256 | 2048)) | 16 | _DQ_COSMIC_RAY)
     sky, sky_sigma, n_used = sky_statistics(sci, bad)
     if (reason := too_small_reason(sci.shape, "find stars")) or n_used == 0:
         return _empty_sources(sky, sky_sigma, nsigma, fwhm, reason or "no usable pixel")
