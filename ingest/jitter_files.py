@@ -23,6 +23,9 @@ __all__ = ["JIT_FILL_THRESHOLD", "parse_asn", "parse_jif", "parse_jit"]
 JIT_NULL_THRESHOLD = 1e30
 JIT_FILL_THRESHOLD = 1e37
 _ARCSEC_TO_MAS = 1000.0
+# A straight line fitted to less than this much guided time measures the noise of the 3-s
+# averages, not a drift (a 1-s acquisition's rows scatter by ~2 mas: "12 mas/s").
+_MIN_DRIFT_SPAN_S = 10.0
 _FLOAT_FORMATS = ("E", "D")
 # A row is fill (no guiding data) when the dominant guide star's position or the SI jitter holds
 # 1.6e38. Geometry (LimbAng, TermAng...) and the magnetometer are measured whatever the guiding,
@@ -200,6 +203,7 @@ def jit_statistics(columns: dict[str, np.ndarray], fill: np.ndarray) -> dict[str
     seconds = columns["seconds"][good]
     slopes = (_slope(seconds, v2_avg), _slope(seconds, v3_avg))
     span = float(np.ptp(seconds))
+    rate = None if None in slopes or span < _MIN_DRIFT_SPAN_S else float(np.hypot(*slopes))
     return stats | {
         "si_v2_avg_std_mas": float(np.std(v2_avg)),
         "si_v3_avg_std_mas": float(np.std(v3_avg)),
@@ -210,7 +214,7 @@ def jit_statistics(columns: dict[str, np.ndarray], fill: np.ndarray) -> dict[str
         "drift_v3_mas": float(np.ptp(v3_avg)),
         "drift_trend_v2_mas": None if slopes[0] is None else abs(slopes[0]) * span,
         "drift_trend_v3_mas": None if slopes[1] is None else abs(slopes[1]) * span,
-        "drift_rate_mas_s": None if None in slopes else float(np.hypot(*slopes)),
+        "drift_rate_mas_s": rate,
     }
 
 

@@ -12,8 +12,9 @@ from conftest import database_snapshot
 from sqlalchemy import Engine, text
 
 from analysis.config import load_rules
+from analysis.frame import ASSOCIATION_COLUMNS, EXPOSURE_COLUMNS
 from analysis.run import run_analysis
-from analysis.verdicts import association_verdicts, exposure_verdicts, member_list
+from analysis.verdicts import exposure_verdicts, member_list, visit_verdicts
 from ingest.pipeline import run_ingest
 from ingest.synth import read_truth
 
@@ -91,7 +92,7 @@ def test_synthetic_failures_flagged_with_precision_and_recall_one(
     ordered = [visit[e] for e in sorted(visit, key=lambda e: _member(engine, e))]
     assert ordered == ["ok"] * 3 + ["hopr"] * 4
     (verdict, summary_text) = _rows(
-        engine, "SELECT verdict, summary FROM verdict WHERE asn_id = 'iepp01010'"
+        engine, "SELECT verdict, summary FROM verdict WHERE visit_id = 'iepp01'"
     )[0]
     assert verdict == "hopr"
     assert "exposures 4-7 lost their guide star; 1-3 are nominal" in summary_text
@@ -119,7 +120,7 @@ def test_real_files_give_no_false_alarm(
     ldfd = _rows(
         engine,
         "SELECT verdict, summary, delivered_on, hopr_deadline, days_left FROM verdict"
-        " WHERE asn_id = 'ldfd01010'",
+        " WHERE visit_id = 'ldfd01'",
     )[0]
     assert ldfd[0] == "ok" and "all 4 exposures are nominal" in ldfd[1]
     # PROCTIME 2017.182 (1 July 2017) is the delivery proxy; the deadline is 90 days later.
@@ -141,11 +142,11 @@ def test_rerun_writes_nothing_and_a_new_rule_version_reevaluates(
     assert _analysis_snapshot(engine) == before
 
     override = tmp_path / "rules.toml"
-    override.write_text("[rules.high_jitter]\nversion = 2\nmax_combined_rms_mas = 5.0\n")
+    override.write_text("[rules.high_jitter]\nversion = 3\nmax_combined_rms_mas = 5.0\n")
     bumped = run_analysis(database_url, rules_file=override)
     assert bumped.exposures_analyzed == 12
     versions = _rows(engine, "SELECT DISTINCT rule_version FROM flag WHERE rule = 'high_jitter'")
-    assert versions == [(2,)], "the stricter v2 threshold fires on the ~6 mas real exposures"
+    assert versions == [(3,)], "the stricter v3 threshold fires on the ~6 mas real exposures"
 
 
 def test_only_exposures_changed_by_an_ingest_are_reanalysed(
@@ -166,8 +167,11 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
         "asn_id": "iabc01010",
         "proposid": 17000,
         "proctime": pd.Timestamp("2026-10-01", tz="UTC"),
+        "window_start": pd.NaT,
         "window_end": pd.NaT,
         "seconds": 500.0,
+        "jif_file_id": 1,
+        "jit_file_id": 2,
     }
     frame = pd.DataFrame([base | row for row in rows])
     return frame.set_index("exposure_id", drop=False)
@@ -189,7 +193,7 @@ def test_hopr_deadline_is_delivery_plus_90_days_in_plain_words() -> None:
     assert verdicts["iabc01a3"].verdict == "hopr"
     assert verdicts["iabc01a3"].hopr_deadline == date(2026, 12, 30)
     assert verdicts["iabc01a3"].days_left == 34
-    (visit,) = association_verdicts(frame, verdicts, rules, today, ["iabc01010"])
+    (visit,) = visit_verdicts(frame, verdicts, rules, today, ["iabc01"])
     assert visit.summary == (
         "File a HOPR by 2026-12-30 (34 days left): exposures 3-4 lost their guide star; "
         "1-2 are nominal."
@@ -217,7 +221,7 @@ def test_a_visit_that_obtained_over_90_percent_goes_to_the_help_desk() -> None:
     flags = _flags([("iabc01b0", "gs_acq_failure", "high", "Guide-star acquisition failed.")])
     today = date(2026, 11, 26)
     verdicts = exposure_verdicts(frame, flags, rules, today)
-    (visit,) = association_verdicts(frame, verdicts, rules, today, ["iabc01010"])
+    (visit,) = visit_verdicts(frame, verdicts, rules, today, ["iabc01"])
     assert verdicts["iabc01b0"].verdict == "hopr"
     assert visit.verdict == "helpdesk" and "99% of the visit's data were obtained" in visit.summary
 
@@ -250,10 +254,7 @@ def test_sentences_survive_missing_values() -> None:
         "fwhm_median_pix": 3.0, "fwhm_nominal_pix": 1.9, "elongation_median": None,
         "t_ntmgap": None, "t_tmgap": 4.0,
     }  # fmt: skip
-    columns = ["jif_file_id", "gsfail", "gsacq", "v2_rms_mas", "v3_rms_mas", "gsseprms_mas",
-               "jit_n_samples", "jit_n_fill", "jit_takedata_frac", "tdf_down", "guideact",
-               "guidecmd", "t_gsfail", "t_notlm", "t_tlmprb", "drift_trend_v2_mas",
-               "drift_trend_v3_mas"]  # fmt: skip
+    columns = [*EXPOSURE_COLUMNS, *ASSOCIATION_COLUMNS, "asn_targname"]
     frame = pd.DataFrame([dict.fromkeys(columns) | row]).set_index("exposure_id", drop=False)
     flags, _ = evaluate(frame, rules)
     messages = dict(zip(flags["rule"], flags["message"], strict=True))
