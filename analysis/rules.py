@@ -489,7 +489,9 @@ def _visit_evidence(frame: pd.DataFrame, spread_limit: float) -> pd.DataFrame:
     shown = grouped[["gsfail", "tdf", "mode_differs", "slew"]].any()
     shown["mode_differs"] |= grouped["guideact"].nunique() > 1
     spread = grouped["actgssep"].max() - grouped["actgssep"].min()
-    shown["separation_differs"] = spread.fillna(0) > spread_limit
+    # An exposure without a guide star has no separation: it changes the visit's as well.
+    shown["separation_differs"] = (spread.fillna(0) > spread_limit) | shown["gsfail"]
+    shown["mode_differs"] |= shown["gsfail"]
     return shown
 
 
