@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from sqlalchemy import Connection, select
 
 from analysis.verdicts import member_list, visit_id
-from models.jif_keywords import checklist_keywords, problem_flags
+from models.jif_keywords import checklist_columns, problem_flags
 from models.tables import (
     Association,
     Exposure,
@@ -46,11 +46,7 @@ __all__ = [
 PROBLEM_FLAGS = tuple(
     (k.keyword, k.column, k.ok) for k in problem_flags()
 )  # value when all is well
-EXPOSURE_KEYWORDS = (  # the checklist's per-extension keywords and JIT statistics, as stored
-    ("#", "asn_member_index"), ("exposure", "exposure_id"), ("rootname", "rootname"),
-    *((k.label, k.column) for k in checklist_keywords()),
-    ("JIT rows", "jit_n_samples"), ("fill rows", "jit_n_fill"), ("TakeData=1", "jit_takedata_frac"),
-)  # fmt: skip
+EXPOSURE_KEYWORDS = checklist_columns()  # the checklist's per-exposure table, as stored
 
 
 class UnknownIdError(LookupError):

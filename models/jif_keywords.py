@@ -13,6 +13,7 @@ from typing import Any, Literal
 __all__ = [
     "JIF_KEYWORDS",
     "JifKeyword",
+    "checklist_columns",
     "checklist_keywords",
     "jif_columns",
     "problem_flags",
@@ -135,3 +136,17 @@ def problem_flags() -> tuple[JifKeyword, ...]:
 def checklist_keywords() -> tuple[JifKeyword, ...]:
     """The per-exposure keywords an observer reads first: guiding mode, acquisition, jitter."""
     return tuple(k for k in JIF_KEYWORDS if k.checklist)
+
+
+def checklist_columns() -> tuple[tuple[str, str], ...]:
+    """(heading, column) of the observer's per-exposure table: the exposure's place in its
+    association, the checklist keywords, and what its JIT table holds."""
+    return (
+        ("#", "asn_member_index"),
+        ("exposure", "exposure_id"),
+        ("rootname", "rootname"),
+        *((k.label, k.column) for k in checklist_keywords()),
+        ("JIT rows", "jit_n_samples"),
+        ("fill rows", "jit_n_fill"),
+        ("TakeData=1", "jit_takedata_frac"),
+    )
