@@ -48,14 +48,17 @@ def _warnings(connection: Connection, frame: pd.DataFrame) -> tuple[pd.Series, p
         found = frame[frame[column].isin(whole_files)]
         for exposure_id, file_id in zip(found.index, found[column], strict=True):
             filled_by.setdefault(int(file_id), []).append(exposure_id)
-    messages = pd.Series(None, index=frame.index, dtype=object)
-    keywords = pd.Series(None, index=frame.index, dtype=object)
+    messages: dict[str, list[str]] = {}
+    keywords: dict[str, list[str]] = {}
     for file_id, exposure_id, keyword, message in rows:
         for target in [exposure_id] if exposure_id else filled_by.get(file_id, []):
-            if target in messages.index:
-                messages.at[target] = [*(messages.at[target] or []), message]
-                keywords.at[target] = [*(keywords.at[target] or []), keyword]
-    return messages, keywords
+            messages.setdefault(target, []).append(message)
+            keywords.setdefault(target, []).append(keyword)
+
+    def per_exposure(found: dict[str, list[str]]) -> pd.Series:
+        return pd.Series([found.get(e) for e in frame.index], index=frame.index, dtype=object)
+
+    return per_exposure(messages), per_exposure(keywords)
 
 
 def load_exposures(connection: Connection) -> pd.DataFrame:

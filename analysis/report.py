@@ -266,10 +266,23 @@ def _problem_flags_up(association: dict[str, Any]) -> list[str]:
     ]
 
 
+def _delivery_words(verdict: dict[str, Any]) -> str:
+    """'First delivery 2017-07-01 (PROCTIME of ...); HOPR deadline 2017-09-29.'"""
+    if verdict.get("delivered_on") is None:
+        return "No delivery date known: the HOPR deadline cannot be computed."
+    return (
+        f"First delivery {verdict['delivered_on']} ({verdict['delivery_basis']}); HOPR deadline "
+        f"{verdict['hopr_deadline']}."
+    )
+
+
 def render_text(assessment: Assessment) -> str:
     """The terminal summary: the verdict, the keyword table, and every flag."""
     lines = [f"Assessment of {assessment.requested} (visit {assessment.visit})", ""]
-    lines += [_headline(assessment), ""]
+    lines += [_headline(assessment)]
+    if assessment.visit_verdict:
+        lines.append(_delivery_words(assessment.visit_verdict))
+    lines.append("")
     for a in assessment.associations:
         bad = _problem_flags_up(a)
         lines.append(
@@ -338,6 +351,10 @@ def _html_exposure(assessment: Assessment, exposure: dict[str, Any]) -> str:
         parts.append(
             f"<p class='verdict {verdict['verdict']}'>{html.escape(verdict['summary'])}</p>"
         )
+        flagged = {f["message"] for f in assessment.flags if f["exposure_id"] == exposure_id}
+        notes = [r for r in verdict.get("reasons") or [] if r not in flagged]
+        lines = [_delivery_words(verdict), *notes]
+        parts.append("".join(f"<p>{html.escape(line)}</p>" for line in lines if line))
     samples = assessment.samples.get(exposure_id)
     if samples is not None and len(samples):
         png = base64.b64encode(jitter_plot_png(samples, f"Jitter: {exposure_id}")).decode()
@@ -444,7 +461,10 @@ def render_html(assessment: Assessment) -> str:
     headline = html.escape(_headline(assessment))
     css = visit["verdict"] if visit else ""
     body = [f"<h1>hstmon assessment: {html.escape(assessment.requested)}</h1>",
-            f"<p class='verdict {css}'>{headline}</p>", *_html_visit(assessment)]  # fmt: skip
+            f"<p class='verdict {css}'>{headline}</p>"]  # fmt: skip
+    if visit:
+        body.append(f"<p>{html.escape(_delivery_words(visit))}</p>")
+    body += _html_visit(assessment)
     body += ["<h2>Per-exposure keywords (JIF) and jitter statistics (JIT)</h2>",
              _html_exposure_table(assessment), "<h2>Exposures</h2>"]  # fmt: skip
     body += [_html_exposure(assessment, e) for e in assessment.exposures]
