@@ -509,7 +509,7 @@ def visit_flags(frame: pd.DataFrame, rule: RuleConfig, rules: RuleSet) -> pd.Dat
     unexplained: dict[str, list[tuple[str, str, bool]]] = {}
     for keyword, column, raised, sign, words, serious in _VISIT_FLAGS:
         up = frame[column].map(lambda v, raised=raised: v is raised or v == raised)
-        explained = frame["asn_id"].map(shown[sign]).fillna(False).astype(bool)
+        explained = frame["asn_id"].isin(shown.index[shown[sign].astype(bool)])
         for exposure_id in frame.index[up.astype(bool) & ~explained]:
             unexplained.setdefault(exposure_id, []).append((keyword, words, serious))
     found = pd.Series(unexplained, dtype=object)

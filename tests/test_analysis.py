@@ -8,6 +8,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from conftest import database_snapshot
 from sqlalchemy import Engine, text
 
@@ -261,3 +262,81 @@ def test_sentences_survive_missing_values() -> None:
     assert messages["loss_of_lock"].startswith("Lost lock 2 time(s) for ? s")
     assert "elongation ?" in messages["degraded_psf"]
     assert "? gap(s), 4 s missing" in messages["telemetry_gaps"]
+
+
+def _judged(rows: list[dict]) -> pd.DataFrame:
+    """Every rule on a hand-built frame: the columns the store gives, these values set."""
+    from analysis.rules import evaluate
+
+    columns = [*EXPOSURE_COLUMNS, *ASSOCIATION_COLUMNS, "asn_targname"]
+    frame = pd.DataFrame([dict.fromkeys(columns) | row for row in rows])
+    for name in ("window_start", "window_end", "expstart", "expend", "gsacq", "proctime"):
+        frame[name] = pd.to_datetime(frame[name], utc=True)
+    flags, _ = evaluate(frame.set_index("exposure_id", drop=False), load_rules())
+    return flags
+
+
+def test_drift_is_the_combined_rate_over_the_exposure_in_its_detectors_pixels() -> None:
+    """3 mas/s in V2 and 4 in V3 is 5 mas/s: over 2.2 s of EXPSTART..EXPEND, 11 mas."""
+    base = {"config": "WFC3/UVIS", "jif_file_id": 1, "guidecmd": "FINE LOCK",
+            "guideact": "FINE LOCK", "gsacq": "2026-10-01", "v2_rms_mas": 4.0,
+            "v3_rms_mas": 5.0, "gsseprms_mas": 1.0, "drift_rate_mas_s": 5.0,
+            "jit_duration_s": 900.0, "expstart": "2026-10-01 00:00:00",
+            "expend": "2026-10-01 00:00:02.2"}  # fmt: skip
+    flags = _judged([
+        base | {"exposure_id": "iabc01a1", "detector": "UVIS"},  # 11 mas = 0.28 px of 39.6
+        base | {"exposure_id": "iabc01a2", "detector": "IR"},  # 0.08 px of 130 mas
+        base | {"exposure_id": "iabc01a3", "expend": "2026-10-01 00:00:01.5", "detector": None},
+    ])  # fmt: skip
+    drift = flags[flags["rule"] == "pointing_drift"]
+    assert list(drift.index) == ["iabc01a1"], "UVIS pixels from DETECTOR, not CONFIG text"
+    evidence = drift.iloc[0]["evidence"]
+    assert evidence["drift_mas"] == pytest.approx(11.0) and evidence["pixel_scale_mas"] == 39.6
+    assert evidence["exposure_span_s"] == pytest.approx(2.2), "EXPSTART..EXPEND, not the window"
+
+
+def test_degraded_psf_compares_an_exposure_with_its_well_guided_peers() -> None:
+    """Twelve well-guided F160W exposures measure 1.45 px and elongation 1.12: that is nominal
+    for them, whatever the handbook prior says; one of 1.95 px is degraded."""
+    peers = [
+        {"exposure_id": f"iabc01{n:02d}", "detector": "IR", "filter": "F160W",
+         "guideact": "FINE LOCK", "v2_rms_mas": 4.0, "v3_rms_mas": 5.0, "nlosses": 0,
+         "fwhm_median_pix": 1.45 + 0.01 * (n % 3), "elongation_median": 1.12,
+         "fwhm_nominal_pix": 1.0}
+        for n in range(12)
+    ]  # fmt: skip
+    wide = peers[0] | {"exposure_id": "iabc01zz", "fwhm_median_pix": 1.95}
+    flags = _judged([*peers, wide])
+    psf = flags[flags["rule"] == "degraded_psf"]
+    assert list(psf.index) == ["iabc01zz"], "the peers are nominal against their own median"
+    evidence = psf.iloc[0]["evidence"]
+    # The wide exposure was well guided too: it is one of the 13 peers, and the median shrugs.
+    assert evidence["nominal_basis"] == "peers" and evidence["n_peers"] == 13
+    assert evidence["nominal_fwhm_pix"] == pytest.approx(1.46)
+    few = _judged([*peers[:3], wide])
+    judged_by_prior = set(few[few["rule"] == "degraded_psf"].index)
+    assert judged_by_prior == {"iabc01zz", *(p["exposure_id"] for p in peers[:3])}, "prior 1.0 px"
+
+
+def test_first_delivery_is_the_earliest_date_and_a_reprocessing_never_moves_it() -> None:
+    from types import SimpleNamespace
+
+    from analysis.verdicts import first_delivery
+
+    def row(**values: object) -> SimpleNamespace:
+        empty = dict.fromkeys(("proctime", "date_delivered", "first_ingested_at", "expend"))
+        return SimpleNamespace(**(empty | {"window_end": None} | values))
+
+    observed = pd.Timestamp("2011-02-19 00:38", tz="UTC")
+    reprocessed = row(date_delivered=date(2023, 12, 15), expend=observed,
+                      first_ingested_at=pd.Timestamp("2026-11-29", tz="UTC"))  # fmt: skip
+    day, basis, note = first_delivery(reprocessed, 30)
+    assert day == date(2011, 2, 19) and basis.startswith("observation end")
+    assert "4682 days after the observation: a reprocessing" in note
+    logs = row(proctime=pd.Timestamp("2011-02-21", tz="UTC"), date_delivered=date(2023, 12, 15),
+               expend=observed)  # fmt: skip
+    assert first_delivery(logs, 30)[:2] == (
+        date(2011, 2, 21),
+        "PROCTIME of the observing log (JIF/JIT)",
+    )
+    assert first_delivery(row(), 30) == (None, None, None)
