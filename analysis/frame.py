@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from sqlalchemy import Connection, select
 
+from analysis.kinds import with_normalized_text
 from models.tables import AnalysisState, Association, Exposure, FileWarning
 
 __all__ = ["EXPOSURE_COLUMNS", "load_exposures", "stale_exposure_ids"]
@@ -62,7 +63,8 @@ def _warnings(connection: Connection, frame: pd.DataFrame) -> tuple[pd.Series, p
 
 
 def load_exposures(connection: Connection) -> pd.DataFrame:
-    """Every exposure with its association's guiding context and its unread keywords."""
+    """Every exposure with its association's guiding context and its unread keywords; text
+    columns the rules compare are stripped and upper-cased."""
     columns = [getattr(Exposure, name) for name in EXPOSURE_COLUMNS]
     columns += [getattr(Association, name) for name in ASSOCIATION_COLUMNS]
     columns.append(Association.targname.label("asn_targname"))
@@ -71,7 +73,7 @@ def load_exposures(connection: Connection) -> pd.DataFrame:
     frame = pd.DataFrame(connection.execute(query).all(), columns=names)
     for name in _TIMES:
         frame[name] = pd.to_datetime(frame[name], utc=True)
-    frame = frame.set_index("exposure_id", drop=False)
+    frame = with_normalized_text(frame.set_index("exposure_id", drop=False))
     frame["warnings"], frame["warned_keywords"] = _warnings(connection, frame)
     return frame
 

@@ -14,6 +14,7 @@ from analysis.config import RuleSet
 
 __all__ = [
     "GUIDING_RANK",
+    "TEXT_COLUMNS",
     "actual_mode",
     "commanded_mode",
     "detector",
@@ -22,6 +23,7 @@ __all__ = [
     "instrument",
     "mode_rank",
     "text",
+    "with_normalized_text",
 ]
 
 # FINE LOCK: two guide stars; FINE LOCK/GYRO: one guide star, roll on gyros; GYRO: no guide star.
@@ -36,13 +38,32 @@ _FGSLOCK_MODE = {
 }
 
 
+# Text columns the rules compare: stripped and upper-cased once, when the frame is loaded.
+TEXT_COLUMNS = (
+    "guidecmd", "guideact", "fgslock", "imagetyp", "obsmode", "exptype", "scan_typ", "config",
+    "detector", "instrument", "filter", "targname", "asn_targname", "expflag",
+)  # fmt: skip
+
+
+def normalized_text(values: pd.Series) -> pd.Series:
+    """Text stripped and upper-cased; blank or missing as None."""
+    values = values.astype("string").str.strip().str.upper()
+    values = values.where(values.notna() & (values != ""))
+    return values.astype(object).where(values.notna(), None)
+
+
+def with_normalized_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its TEXT_COLUMNS normalized (see :func:`normalized_text`)."""
+    present = [column for column in TEXT_COLUMNS if column in frame]
+    return frame.assign(**{column: normalized_text(frame[column]) for column in present})
+
+
 def text(frame: pd.DataFrame, column: str) -> pd.Series:
-    """A text column stripped and upper-cased; missing (or absent from the frame) as None."""
+    """A text column of a normalized frame (see :func:`with_normalized_text`); None where the
+    frame lacks it."""
     if column not in frame:
-        return pd.Series(None, index=frame.index, dtype=object)
-    return frame[column].map(
-        lambda v: v.strip().upper() if isinstance(v, str) and v.strip() else None
-    )
+        return pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    return frame[column]
 
 
 def _flag(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -100,8 +121,11 @@ def _internal(frame: pd.DataFrame, rules: RuleSet) -> pd.Series:
 
 
 def _acquisition_mode(frame: pd.DataFrame) -> pd.Series:
-    modes = pd.concat([text(frame, "obsmode"), text(frame, "exptype")], axis=1)
-    return modes.apply(lambda row: any(str(v).startswith("ACQ") for v in row if v), axis=1)
+    names_acquisition = [
+        text(frame, column).astype("string").str.startswith("ACQ").fillna(False).astype(bool)
+        for column in ("obsmode", "exptype")
+    ]
+    return names_acquisition[0] | names_acquisition[1]
 
 
 def exposure_kinds(frame: pd.DataFrame, rules: RuleSet) -> dict[str, pd.Series]:

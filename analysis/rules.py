@@ -751,7 +751,10 @@ RULES: dict[str, RuleFunction] = {
 
 
 def evaluate(frame: pd.DataFrame, rules: RuleSet) -> tuple[pd.DataFrame, list[str]]:
-    """Every flag the rules raise on ``frame`` and the rules that could not be evaluated."""
+    """Every flag the rules raise on ``frame`` and the rules that could not be evaluated.
+
+    ``frame`` is as :func:`analysis.frame.load_exposures` gives it (text columns normalized).
+    """
     kinds = exposure_kinds(frame, rules)
     results, not_evaluated = [], []
     for rule_id, config in rules.rules.items():

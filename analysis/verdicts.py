@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from analysis.config import RuleSet
@@ -24,7 +25,7 @@ __all__ = [
     "VERDICTS",
     "VerdictRecord",
     "exposure_verdicts",
-    "first_delivery",
+    "first_deliveries",
     "member_list",
     "visit_id",
     "visit_verdicts",
@@ -90,38 +91,62 @@ class VerdictRecord:
         }
 
 
-def _day(value: Any) -> date | None:
-    return None if value is None or pd.isna(value) else pd.Timestamp(value).date()
+_DELIVERY_SOURCES = (  # column, basis
+    ("proctime", "PROCTIME of the observing log (JIF/JIT)"),
+    ("date_delivered", "PROCTIME of the science file"),
+    ("first_ingested_at", "first ingest by hstmon"),
+)
+_REPROCESSED = "observation end: later products are reprocessings"
+_UNKNOWN = "observation end (no delivery date known)"
 
 
-def first_delivery(row: Any, within_days: int) -> tuple[date | None, str | None, str | None]:
-    """The data's first delivery: (date, basis, a note when the basis needs explaining).
+def _days(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """A date or time column as UTC days (datetime64[D]); NaT where missing."""
+    if column not in frame:
+        return np.full(len(frame), np.datetime64("NaT"), dtype="datetime64[D]")
+    moments = pd.to_datetime(frame[column], utc=True).dt.tz_localize(None)
+    return moments.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
+
+
+def first_deliveries(frame: pd.DataFrame, within_days: int) -> pd.DataFrame:
+    """Per exposure, the data's first delivery: ``delivered`` (a date), ``basis`` and ``note``.
 
     The earliest date the store knows of: the observing log's PROCTIME, the science file's
     PROCTIME, the first ingest of the exposure. A product made ``within_days`` or more after the
     observation is a reprocessing (or a late ingest): the first delivery followed the
-    observation, so the observation's end is taken, and a reprocessing never moves the deadline.
+    observation, so the observation's end (EXPEND, else the window's) is taken, and a
+    reprocessing never moves the deadline. ``note`` explains that case.
     """
-    candidates = [
-        (_day(getattr(row, "proctime", None)), "PROCTIME of the observing log (JIF/JIT)"),
-        (_day(getattr(row, "date_delivered", None)), "PROCTIME of the science file"),
-        (_day(getattr(row, "first_ingested_at", None)), "first ingest by hstmon"),
-    ]
-    known = sorted((day, basis) for day, basis in candidates if day is not None)
-    observed = _day(getattr(row, "expend", None)) or _day(row.window_end)
-    if not known:
-        if observed is None:
-            return None, None, None
-        return observed, "observation end (no delivery date known)", None
-    earliest, basis = known[0]
-    if observed is not None and (earliest - observed).days >= within_days:
-        note = (
-            f"The earliest product in the store ({basis}, {earliest}) was made "
-            f"{(earliest - observed).days} days after the observation: a reprocessing, so the "
-            f"first delivery is taken as the observation's end ({observed})."
+    candidates = np.stack([_days(frame, column) for column, _ in _DELIVERY_SOURCES])
+    known = ~np.isnat(candidates)
+    latest = np.datetime64("9999-12-31", "D")
+    first = np.where(known, candidates, latest).argmin(axis=0)
+    earliest = candidates[first, np.arange(len(frame))]
+    observed = _days(frame, "expend")
+    observed = np.where(np.isnat(observed), _days(frame, "window_end"), observed)
+    gap = (earliest - observed).astype("timedelta64[D]").astype(float)
+    reprocessed = known.any(axis=0) & ~np.isnat(observed) & (gap >= within_days)
+    delivered = np.where(reprocessed | ~known.any(axis=0), observed, earliest)
+    basis = np.array([basis for _, basis in _DELIVERY_SOURCES], dtype=object)[first]
+    basis = np.where(reprocessed, _REPROCESSED, basis)
+    basis = np.where(~known.any(axis=0), np.where(np.isnat(observed), None, _UNKNOWN), basis)
+    notes = np.full(len(frame), None, dtype=object)
+    for i in np.flatnonzero(reprocessed):
+        source = _DELIVERY_SOURCES[first[i]][1]
+        notes[i] = (
+            f"The earliest product in the store ({source}, {earliest[i]}) was made "
+            f"{int(gap[i])} days after the observation: a reprocessing, so the first delivery "
+            f"is taken as the observation's end ({observed[i]})."
         )
-        return observed, "observation end: later products are reprocessings", note
-    return earliest, basis, None
+    days = pd.Series(delivered, index=frame.index)
+    return pd.DataFrame(
+        {
+            "delivered": [None if pd.isna(d) else pd.Timestamp(d).date() for d in days],
+            "basis": basis,
+            "note": notes,
+        },
+        index=frame.index,
+    )
 
 
 def _deadline_words(deadline: date | None, today: date) -> str:
@@ -185,9 +210,10 @@ class _Context:
 
 
 def _exposure_verdict(row: Any, flags: list[_FlagNote], context: _Context) -> VerdictRecord:
-    policy = context.rules.policy
-    delivered, basis, note = first_delivery(row, int(policy.get("first_delivery_within_days", 30)))
-    limit = int(policy.get("hopr_limit_days", 90))
+    delivered = None if pd.isna(row.delivered) else row.delivered
+    basis = row.basis if isinstance(row.basis, str) else None
+    note = row.note if isinstance(row.note, str) else None
+    limit = int(context.rules.policy.get("hopr_limit_days", 90))
     deadline = delivered + timedelta(days=limit) if delivered else None
     record = VerdictRecord(
         verdict="ok",
@@ -241,9 +267,8 @@ def _exposure_verdict(row: Any, flags: list[_FlagNote], context: _Context) -> Ve
 
 
 _VERDICT_COLUMNS = (
-    "exposure_id", "proposid", "proctime", "window_end", "date_delivered", "expend",
-    "first_ingested_at", "jif_file_id", "jit_file_id", "asn_memprsnt", "imagetyp", "targname",
-    "asn_targname",
+    "exposure_id", "proposid", "jif_file_id", "jit_file_id", "asn_memprsnt", "imagetyp",
+    "targname", "asn_targname",
 )  # fmt: skip
 
 
@@ -257,11 +282,13 @@ def exposure_verdicts(
         by_exposure.setdefault(exposure_id, []).append(_FlagNote(rule, severity, message))
     context = _Context(rules, today, {int(p) for p in rules.policy.get("snap_programs", [])})
     kinds = exposure_kinds(frame, rules)
+    within = int(rules.policy.get("first_delivery_within_days", 30))
     table = frame.reindex(columns=list(_VERDICT_COLUMNS)).assign(
         internal=kinds["internal"],
         possible_acquisition=kinds["possible_acquisition"],
         instrument_name=instrument(frame),
     )
+    table = table.join(first_deliveries(frame, within))
     return {
         row.exposure_id: _exposure_verdict(row, by_exposure.get(row.exposure_id, []), context)
         for row in table.itertuples(index=False)
@@ -274,7 +301,7 @@ class _Member:
     asn_id: str | None
     number: int | None
     seconds: float
-    start: pd.Timestamp | None
+    start_ns: float  # EXPSTART (else the window's start) in ns since 1970; NaN when unknown
 
 
 def _group(verdict: VerdictRecord) -> str:
@@ -366,23 +393,27 @@ def _visit_verdict(
     return record
 
 
+def _nanoseconds(frame: pd.DataFrame, column: str) -> pd.Series:
+    moments = pd.to_datetime(frame[column], utc=True)
+    return pd.Series(moments.array.asi8, index=frame.index, dtype=float).where(moments.notna())
+
+
 def _members(frame: pd.DataFrame, visits: set[str]) -> dict[str, list[_Member]]:
     chosen = frame[frame["exposure_id"].str[:6].isin(visits)]
-    expstart = chosen["expstart"] if "expstart" in chosen else chosen["window_start"]
-    by_visit: dict[str, list[_Member]] = {}
+    starts = _nanoseconds(chosen, "window_start")
+    if "expstart" in chosen:
+        starts = _nanoseconds(chosen, "expstart").fillna(starts)
+    numbers = pd.to_numeric(chosen["asn_member_index"], errors="coerce")
+    asn_ids = chosen["asn_id"].where(chosen["asn_id"].map(lambda v: isinstance(v, str)), None)
     rows = zip(
-        chosen["exposure_id"], chosen["asn_id"], chosen["asn_member_index"], chosen["seconds"],
-        expstart, chosen["window_start"], strict=True,
+        chosen["exposure_id"].tolist(), asn_ids.tolist(), numbers.tolist(),
+        pd.to_numeric(chosen["seconds"], errors="coerce").fillna(0.0).tolist(), starts.tolist(),
+        strict=True,
     )  # fmt: skip
-    for exposure_id, asn_id, number, seconds, started, window in rows:
-        start = started if pd.notna(started) else window
-        member = _Member(
-            exposure_id,
-            asn_id if isinstance(asn_id, str) else None,
-            int(number) if pd.notna(number) else None,
-            float(seconds) if pd.notna(seconds) else 0.0,
-            pd.Timestamp(start) if pd.notna(start) else None,
-        )
+    by_visit: dict[str, list[_Member]] = {}
+    for exposure_id, asn_id, number, seconds, start in rows:
+        number = None if number != number else int(number)  # NaN: no member number
+        member = _Member(exposure_id, asn_id, number, seconds, start)
         by_visit.setdefault(visit_id(exposure_id), []).append(member)
     return by_visit
 
@@ -393,8 +424,9 @@ def _in_order(members: list[_Member]) -> list[_Member]:
         return sorted(members, key=lambda m: (m.number or 0, m.exposure_id))
     return sorted(
         members,
-        key=lambda m: (m.start is None, m.start.value if m.start else 0, m.exposure_id),
-    )
+        key=lambda m: (m.start_ns != m.start_ns, m.start_ns if m.start_ns == m.start_ns else 0.0,
+                       m.exposure_id),
+    )  # fmt: skip
 
 
 def visit_verdicts(

@@ -319,24 +319,26 @@ def test_degraded_psf_compares_an_exposure_with_its_well_guided_peers() -> None:
 
 
 def test_first_delivery_is_the_earliest_date_and_a_reprocessing_never_moves_it() -> None:
-    from types import SimpleNamespace
-
-    from analysis.verdicts import first_delivery
-
-    def row(**values: object) -> SimpleNamespace:
-        empty = dict.fromkeys(("proctime", "date_delivered", "first_ingested_at", "expend"))
-        return SimpleNamespace(**(empty | {"window_end": None} | values))
+    from analysis.verdicts import first_deliveries
 
     observed = pd.Timestamp("2011-02-19 00:38", tz="UTC")
-    reprocessed = row(date_delivered=date(2023, 12, 15), expend=observed,
-                      first_ingested_at=pd.Timestamp("2026-11-29", tz="UTC"))  # fmt: skip
-    day, basis, note = first_delivery(reprocessed, 30)
-    assert day == date(2011, 2, 19) and basis.startswith("observation end")
-    assert "4682 days after the observation: a reprocessing" in note
-    logs = row(proctime=pd.Timestamp("2011-02-21", tz="UTC"), date_delivered=date(2023, 12, 15),
-               expend=observed)  # fmt: skip
-    assert first_delivery(logs, 30)[:2] == (
-        date(2011, 2, 21),
-        "PROCTIME of the observing log (JIF/JIT)",
+    rows = pd.DataFrame(
+        {
+            "proctime": [pd.NaT, pd.Timestamp("2011-02-21", tz="UTC"), pd.NaT],
+            "date_delivered": [date(2023, 12, 15), date(2023, 12, 15), None],
+            "first_ingested_at": [pd.Timestamp("2026-11-29", tz="UTC"), pd.NaT, pd.NaT],
+            "expend": [observed, observed, pd.NaT],
+            "window_end": [pd.NaT, pd.NaT, pd.NaT],
+        },
+        index=["reprocessed", "with_logs", "nothing"],
     )
-    assert first_delivery(row(), 30) == (None, None, None)
+    found = first_deliveries(rows, 30)
+    reprocessed, logs, nothing = (found.loc[name] for name in rows.index)
+    assert reprocessed["delivered"] == date(2011, 2, 19)
+    assert reprocessed["basis"].startswith("observation end")
+    assert "4682 days after the observation: a reprocessing" in reprocessed["note"]
+    assert (logs["delivered"], logs["basis"]) == (
+        date(2011, 2, 21), "PROCTIME of the observing log (JIF/JIT)"
+    )  # fmt: skip
+    assert pd.isna(logs["note"])
+    assert pd.isna(nothing["delivered"]) and pd.isna(nothing["basis"])
