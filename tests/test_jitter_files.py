@@ -214,9 +214,9 @@ def test_drift_rate_needs_guided_time_to_mean_anything(real_data: Path) -> None:
 
 
 def test_the_jif_keyword_map_is_what_the_parser_reads(real_data: Path) -> None:
+    from ingest.records import OWNED_COLUMNS
     from models.jif_keywords import JIF_KEYWORDS, jif_columns
     from models.tables import Association, Exposure
-    from ingest.records import OWNED_COLUMNS
 
     record = _record(real_data / "ldfd01010_jif.fits.gz")
     assert set(jif_columns("association")) <= set(record.associations[0])
