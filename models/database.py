@@ -219,6 +219,12 @@ def lost_database_message(exc: DBAPIError) -> str:
     """What to tell a person when the database failed under a command (down, restarted...)."""
     lines = str(exc.orig or exc).strip().splitlines()
     detail = lines[0] if lines else type(exc).__name__
+    if any(sign in detail for sign in ("disk is full", "No space left", "disk I/O error")):
+        return (
+            f"the disk holding the database refused a write ({detail}: full, over a file-size "
+            "limit, or failing). Work committed before that is kept; free some space and run "
+            "the same command again to finish."
+        )
     if isinstance(exc, OperationalError | InterfaceError):
         return (
             f"the database is unreachable or went away ({detail}). Work committed before "
