@@ -78,6 +78,9 @@ def clean_ingest(
     with scratch_database(request.param, folder, "hstmon_fault") as url:
         run = run_with_fault("none", _ingest_arguments(small_archive, url))
         assert run.returncode == 0, run.stderr
+        # A run that ends well says nothing on stderr: no Dask shutdown chatter after its summary.
+        said = [line for line in run.stderr.splitlines() if not line.startswith("statements=")]
+        assert said == [], run.stderr
         engine = make_engine(url)
         yield request.param, database_snapshot(engine), counts(run.stderr)
         engine.dispose()
