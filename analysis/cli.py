@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from analysis.config import RulesFileError
 from analysis.report import UnknownIdError, gather, render_html, render_text
@@ -44,8 +44,8 @@ def _analyse(database_url: str | None, rules_file: Path | None, full: bool) -> A
         return run_analysis(database_url, rules_file=rules_file, full=full)
     except (RulesFileError, SchemaOutdatedError) as exc:
         raise click.ClickException(str(exc)) from exc
-    except OperationalError as exc:
-        raise click.ClickException(f"cannot use the database: {exc.orig}") from exc
+    except DBAPIError as exc:
+        raise click.ClickException(lost_database_message(exc)) from exc
 
 
 @click.command()
