@@ -2,7 +2,8 @@
 
 "New" means rows of ``flag`` and ``verdict`` written by the given analysis runs: analysis is
 incremental, so those are exactly the exposures (and their visits) that changed overnight.
-:func:`build_digest` reads them into one :class:`Digest`; the renderers only format it.
+:func:`build_digest` reads them into one :class:`Digest`; the renderers only format it. A digest
+for readers without access to proprietary programs leaves those programs out, and says how many.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import json
 import math
 import numbers
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, case, func, select
+from sqlalchemy import ColumnElement, Connection, case, distinct, func, or_, select, union
 
 from analysis.config import SEVERITIES
 from analysis.report import PAGE_STYLE
@@ -114,6 +115,7 @@ class Digest:
     flags: list[FlagItem]  # high, medium, info; at most max_flags of them
     flag_counts: dict[str, dict[str, int]]  # rule -> severity -> flags (all, not only listed)
     problems: list[Problem]
+    withheld_programs: int = 0  # proprietary programs whose news this digest leaves out
 
     @property
     def flags_total(self) -> int:
@@ -145,15 +147,18 @@ def build_digest(
     analysis_run_ids: Sequence[int],
     *,
     facts: dict[str, Any],
-    problems: Sequence[tuple[str, str]] = (),
+    problems: Sequence[tuple[str, str] | tuple[str, str, int | None]] = (),
     window: tuple[datetime | None, datetime | None] = (None, None),
     today: date | None = None,
     max_flags: int = 500,
+    hidden_programs: Collection[int] = (),
 ) -> Digest:
     """The digest of what ``analysis_run_ids`` wrote: verdicts that are not 'ok', and flags.
 
     ``today`` (default: the UTC date now) is the day ``days_left`` counts from. At most
     ``max_flags`` flags are listed, the most severe first; ``flag_counts`` counts them all.
+    Verdicts, flags and problems (``(where, reason, program)``) of ``hidden_programs`` are left
+    out, for readers without access to them; ``withheld_programs`` counts those programs.
     """
     if max_flags < 0:
         msg = f"max_flags must be 0 or more, not {max_flags}"
@@ -161,20 +166,56 @@ def build_digest(
     generated_at = datetime.now(UTC)
     today = today or generated_at.date()
     run_ids = sorted({int(run_id) for run_id in analysis_run_ids})
+    hidden = frozenset(int(p) for p in hidden_programs)
+    shown = [p for p in problems if len(p) < 3 or p[2] is None or int(p[2]) not in hidden]
+    withheld = {int(p[2]) for p in problems if len(p) == 3 and p[2] is not None} & hidden
+    if run_ids and hidden:
+        withheld |= _withheld_programs(connection, run_ids, hidden)
     return Digest(
         generated_at=generated_at,
         today=today,
         window=(window[0], window[1]),
         analysis_run_ids=run_ids,
         facts=dict(facts),
-        verdicts=_read_verdicts(connection, run_ids, today) if run_ids else [],
-        flags=_read_flags(connection, run_ids, max_flags) if run_ids else [],
-        flag_counts=_read_flag_counts(connection, run_ids) if run_ids else {},
-        problems=[Problem(str(where), str(reason)) for where, reason in problems],
+        verdicts=_read_verdicts(connection, run_ids, today, hidden) if run_ids else [],
+        flags=_read_flags(connection, run_ids, max_flags, hidden) if run_ids else [],
+        flag_counts=_read_flag_counts(connection, run_ids, hidden) if run_ids else {},
+        problems=[Problem(str(p[0]), str(p[1])) for p in shown],
+        withheld_programs=len(withheld),
     )
 
 
-def _read_verdicts(connection: Connection, run_ids: list[int], today: date) -> list[VerdictItem]:
+def _not_hidden(program: ColumnElement[Any], hidden: frozenset[int]) -> ColumnElement[bool]:
+    return or_(program.is_(None), program.not_in(sorted(hidden)))
+
+
+def _verdict_program() -> ColumnElement[Any]:
+    return func.coalesce(Exposure.proposid, Association.proposid)
+
+
+def _withheld_programs(
+    connection: Connection, run_ids: list[int], hidden: frozenset[int]
+) -> set[int]:
+    """The hidden programs that have a verdict or a flag from these runs."""
+    verdicts = (
+        select(_verdict_program().label("proposid"))
+        .select_from(Verdict)
+        .outerjoin(Exposure, Exposure.exposure_id == Verdict.exposure_id)
+        .outerjoin(Association, Association.asn_id == Verdict.asn_id)
+        .where(Verdict.analysis_run_id.in_(run_ids), _verdict_program().in_(sorted(hidden)))
+    )
+    flags = (
+        select(Exposure.proposid)
+        .join(Flag, Flag.exposure_id == Exposure.exposure_id)
+        .where(Flag.analysis_run_id.in_(run_ids), Exposure.proposid.in_(sorted(hidden)))
+    )
+    found = union(verdicts, flags).subquery()
+    return {int(p) for p in connection.execute(select(distinct(found.c[0]))).scalars()}
+
+
+def _read_verdicts(
+    connection: Connection, run_ids: list[int], today: date, hidden: frozenset[int]
+) -> list[VerdictItem]:
     query = (
         select(
             Verdict.exposure_id,
@@ -186,7 +227,7 @@ def _read_verdicts(connection: Connection, run_ids: list[int], today: date) -> l
             Verdict.analysis_run_id,
             Exposure.asn_id.label("exposure_asn_id"),
             Exposure.asn_member_index,
-            func.coalesce(Exposure.proposid, Association.proposid).label("proposid"),
+            _verdict_program().label("proposid"),
             func.coalesce(Exposure.config, Association.config).label("config"),
             func.coalesce(Exposure.targname, Association.targname).label("targname"),
         )
@@ -194,6 +235,8 @@ def _read_verdicts(connection: Connection, run_ids: list[int], today: date) -> l
         .outerjoin(Association, Association.asn_id == Verdict.asn_id)
         .where(Verdict.analysis_run_id.in_(run_ids), Verdict.verdict != "ok")
     )
+    if hidden:
+        query = query.where(_not_hidden(_verdict_program(), hidden))
     items = [_verdict_item(row, today) for row in connection.execute(query).mappings()]
     return _group_by_visit(items)
 
@@ -258,7 +301,9 @@ def _group_by_visit(items: list[VerdictItem]) -> list[VerdictItem]:
     return sorted(visits.values(), key=_urgency) + sorted(alone, key=_urgency)
 
 
-def _read_flags(connection: Connection, run_ids: list[int], limit: int) -> list[FlagItem]:
+def _read_flags(
+    connection: Connection, run_ids: list[int], limit: int, hidden: frozenset[int]
+) -> list[FlagItem]:
     rank = case(
         {s: i for i, s in enumerate(SEVERITIES)}, value=Flag.severity, else_=len(SEVERITIES)
     )
@@ -279,15 +324,23 @@ def _read_flags(connection: Connection, run_ids: list[int], limit: int) -> list[
         .order_by(rank, Flag.exposure_id, Flag.rule)
         .limit(limit)
     )
+    if hidden:
+        query = query.where(_not_hidden(Exposure.proposid, hidden))
     return [FlagItem(**row) for row in connection.execute(query).mappings()]
 
 
-def _read_flag_counts(connection: Connection, run_ids: list[int]) -> dict[str, dict[str, int]]:
+def _read_flag_counts(
+    connection: Connection, run_ids: list[int], hidden: frozenset[int]
+) -> dict[str, dict[str, int]]:
     query = (
         select(Flag.rule, Flag.severity, func.count())
         .where(Flag.analysis_run_id.in_(run_ids))
         .group_by(Flag.rule, Flag.severity)
     )
+    if hidden:
+        query = query.outerjoin(Exposure, Exposure.exposure_id == Flag.exposure_id).where(
+            _not_hidden(Exposure.proposid, hidden)
+        )
     counts: dict[str, dict[str, int]] = {}
     for rule, severity, count in connection.execute(query).all():
         counts.setdefault(rule, {})[severity] = int(count)
@@ -437,12 +490,21 @@ def _summary_blocks(digest: Digest) -> list[tuple[str, list[str]]]:
     if digest.flag_counts:
         severities = ", ".join(f"{n} {s}" for s, n in digest.flags_by_severity.items())
         blocks.append((f"{_plural(digest.flags_total, 'new flag')}: {severities}.", []))
+    if digest.withheld_programs:
+        blocks.append((_withheld_words(digest.withheld_programs), []))
     if digest.problems:
         items = [f"{p.where}: {p.reason}" for p in digest.problems[:HEADLINE_ITEMS]]
         if len(digest.problems) > HEADLINE_ITEMS:
             items.append(f"… and {len(digest.problems) - HEADLINE_ITEMS} more, listed below")
         blocks.append((f"{_plural(len(digest.problems), 'problem')} during the night:", items))
     return blocks
+
+
+def _withheld_words(programs: int) -> str:
+    return (
+        f"News of {_plural(programs, 'proprietary program')} is left out of this digest: "
+        "people granted access see it in the dashboard."
+    )
 
 
 def _facts_rows(digest: Digest) -> list[tuple[str, str]]:

@@ -30,6 +30,7 @@ from ingest.mast import (
     split_present,
 )
 from ingest.pipeline import IngestSummary, dask_client, run_ingest
+from models.access import Viewer, hidden_programs, record_data_rights, summarize_rights
 from models.database import ensure_schema, make_engine
 from models.locks import job_lock
 from models.runs import open_run, this_process
@@ -232,6 +233,11 @@ def _stages(engine: Engine, options: NightlyOptions, run: _Run, window: tuple) -
     selection = replace(options.selection, since=window[0], until=window[1])
     with run.stage("discover"):
         products = find_products(selection, progress=options.progress)
+        # Before any file lands: a program MAST keeps exclusive is hidden from the start.
+        record_data_rights(
+            engine,
+            summarize_rights((p.proposal_id, p.data_rights, p.released_at) for p in products),
+        )
         to_fetch, present = split_present(products, options.archive_root)
         run.counts.update(products_found=len(products), products_present=len(present))
     # One Dask client for downloads and parsing; none started on a night with nothing to do.
@@ -252,7 +258,7 @@ def _stages(engine: Engine, options: NightlyOptions, run: _Run, window: tuple) -
         )
         run.counts["exposures_analyzed"] = analysis.exposures_analyzed
     with run.stage("digest", analysis_run_id=analysis.run_id):
-        problems = _problems(outcomes, ingest)
+        problems = _problems(outcomes, ingest, options.archive_root)
         digest = _digest(engine, run, analysis.run_id, problems, window, options.today)
         stem = f"nightly-{run.run_id:05d}-{window[1]:%Y%m%d}"
         paths = write_digest(digest, _digest_dir(options), stem)
@@ -328,24 +334,41 @@ def _ingest(options: NightlyOptions, run: _Run, client: Any) -> IngestSummary | 
 
 
 def _problems(
-    outcomes: list[DownloadOutcome], ingest: IngestSummary | None
-) -> list[tuple[str, str]]:
+    outcomes: list[DownloadOutcome], ingest: IngestSummary | None, archive_root: Path
+) -> list[tuple[str, str, int | None]]:
+    """(where, why, program): the program is the archive folder a file belongs in."""
     problems = [
-        (f"download {o.uri}", o.error or "failed") for o in outcomes if o.status == "failed"
+        (f"download {o.uri}", o.error or "failed", _program_of(o.path, archive_root))
+        for o in outcomes
+        if o.status == "failed"
     ]
     if ingest:
-        problems += [(f"ingest {path}", error) for path, error in ingest.failures]
+        problems += [
+            (f"ingest {path}", error, _program_of(path, archive_root))
+            for path, error in ingest.failures
+        ]
     return problems
+
+
+def _program_of(path: str | Path, archive_root: Path) -> int | None:
+    """The program of a file in the archive tree (``<root>/<proposal_id>/<obs_id>/<file>``)."""
+    try:
+        folder = Path(path).resolve().relative_to(archive_root.resolve()).parts[0]
+    except (ValueError, IndexError):
+        return None
+    return int(folder) if folder.isdigit() else None
 
 
 def _digest(
     engine: Engine,
     run: _Run,
     analysis_run_id: int,
-    problems: list[tuple[str, str]],
+    problems: list[tuple[str, str, int | None]],
     window: tuple,
     today: date | None,
 ) -> Digest:
+    """The digest for readers without access: proprietary programs are left out of it (the
+    dashboard shows them to those granted access)."""
     with engine.connect() as connection:
         return build_digest(
             connection,
@@ -354,6 +377,7 @@ def _digest(
             problems=problems,
             window=window,
             today=today,
+            hidden_programs=hidden_programs(connection, Viewer()),
         )
 
 

@@ -149,7 +149,11 @@ class MastSelection:
 
 @dataclass(frozen=True)
 class MastProduct:
-    """One file MAST holds; ``size_bytes`` is None when MAST does not list one."""
+    """One file MAST holds; ``size_bytes`` is None when MAST does not list one.
+
+    ``data_rights`` is MAST's dataRights (PUBLIC, EXCLUSIVE_ACCESS, RESTRICTED) and
+    ``released_at`` its observation's release date (``t_obs_release``), where MAST gives them.
+    """
 
     uri: str
     filename: str
@@ -157,6 +161,8 @@ class MastProduct:
     proposal_id: str
     product_type: str
     size_bytes: int | None
+    data_rights: str | None = None
+    released_at: datetime | None = None
 
     def __post_init__(self) -> None:
         # These become directory and file names: nothing from MAST may climb out of the archive.
@@ -398,7 +404,16 @@ def _product(row: Row, observations: dict[str, Row]) -> MastProduct:
         product_type=(_text(row, "productSubGroupDescription") or "").upper(),
         # MAST lists 0 for some files it has not measured: unknown, not empty.
         size_bytes=int(size) if size and int(size) > 0 else None,
+        data_rights=_text(row, "dataRights") or _text(parent, "dataRights"),
+        released_at=_from_mjd(_text(parent, "t_obs_release")),
     )
+
+
+def _from_mjd(mjd: str | None) -> datetime | None:
+    """A Modified Julian Date as given by MAST, as a UTC datetime (None if absent)."""
+    if mjd is None:
+        return None
+    return _MJD_EPOCH + timedelta(days=float(mjd))
 
 
 def _unique_sorted(products: Iterable[MastProduct]) -> list[MastProduct]:

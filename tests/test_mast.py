@@ -229,8 +229,10 @@ def test_products_of_a_program_are_the_wanted_types_once_each(
     flc = products[names.index("iepp01uvq_flc.fits")]
     assert flc == MastProduct(
         "mast:HST/product/iepp01uvq_flc.fits", "iepp01uvq_flc.fits", "iepp01uvq", "17097",
-        "FLC", 168_675_840,
+        "FLC", 168_675_840, data_rights="PUBLIC",
+        released_at=datetime(2024, 1, 2, 5, 15, tzinfo=UTC),  # its visit's t_obs_release
     )  # fmt: skip
+    assert to_mjd(flc.released_at) == 60311.21875
     assert flc.local_path(tmp_path) == tmp_path / "17097" / "iepp01uvq" / "iepp01uvq_flc.fits"
     jif = products[names.index("iepp01010_jif.fits")]
     assert jif.local_path(tmp_path) == tmp_path / "17097" / "iepp01010" / "iepp01010_jif.fits"
