@@ -36,6 +36,7 @@ __all__ = [
     "render_html",
     "render_markdown",
     "render_text",
+    "summary_blocks",
     "write_digest",
 ]
 
@@ -480,7 +481,7 @@ def _verdict_blocks(digest: Digest) -> list[tuple[str, list[str]]]:
     return blocks
 
 
-def _summary_blocks(digest: Digest) -> list[tuple[str, list[str]]]:
+def summary_blocks(digest: Digest) -> list[tuple[str, list[str]]]:
     """The first lines of every format: (lead, items) in plain words, most urgent first."""
     blocks = _verdict_blocks(digest)
     if digest.nothing_new:
@@ -571,7 +572,7 @@ def render_text(digest: Digest, *, details: bool = True) -> str:
     """For the terminal: summary lines first, then (unless ``details`` is False) the facts,
     problems, every verdict and the listed flags. Plain text, no colour codes."""
     lines = [_title(digest), _provenance(digest), ""]
-    for lead, items in _summary_blocks(digest):
+    for lead, items in summary_blocks(digest):
         lines.append(lead)
         lines += [f"  - {item}" for item in items]
     if not details:
@@ -647,7 +648,7 @@ def _md_flags(digest: Digest) -> list[str]:
 def render_markdown(digest: Digest) -> str:
     """The digest as Markdown (GitHub-flavoured tables), e.g. for an issue or a mail."""
     lines = [f"# {_md(_title(digest))}", "", _md(_provenance(digest)), ""]
-    for lead, items in _summary_blocks(digest):
+    for lead, items in summary_blocks(digest):
         lines.append(f"- **{_md(lead)}**" if items else f"- {_md(lead)}")
         lines += [f"  - {_md(item)}" for item in items]
     if digest.facts:
@@ -685,7 +686,7 @@ def _html_summary(digest: Digest) -> str:
     kinds = {v.verdict for v in digest.verdicts}
     css = next((k for k in _VERDICT_ORDER if k in kinds), "helpdesk" if digest.problems else "ok")
     parts = []
-    for lead, items in _summary_blocks(digest):
+    for lead, items in summary_blocks(digest):
         parts.append(f"<p>{_esc(lead)}</p>")
         if items:
             parts.append("<ul>" + "".join(f"<li>{_esc(i)}</li>" for i in items) + "</ul>")
@@ -783,9 +784,7 @@ def _json_safe(value: Any) -> Any:
 def digest_json(digest: Digest) -> dict[str, Any]:
     """The digest as JSON-safe data: dates as ISO strings, NaN as null, ids lowercase."""
     document = asdict(digest)
-    document["summary"] = [
-        {"lead": lead, "items": items} for lead, items in _summary_blocks(digest)
-    ]
+    document["summary"] = [{"lead": lead, "items": items} for lead, items in summary_blocks(digest)]
     document["nothing_new"] = digest.nothing_new
     document["flags_total"] = digest.flags_total
     document["flags_by_severity"] = digest.flags_by_severity

@@ -1,14 +1,19 @@
 """The hstmon dashboard (Streamlit): `hstmon dashboard` runs `streamlit run` on this file.
 
 One router: each page is a script in ``pages/`` and reads the store through ``dashboard.queries``
-(cached, read-only). The store is $HSTMON_DATABASE_URL, which `hstmon dashboard --db` sets.
+(cached, read-only). The store is $HSTMON_DATABASE_URL, which `hstmon dashboard --db` sets. With
+a login configured (``[auth]`` in ``.streamlit/secrets.toml``) no page shows before it; every
+page sees only the programs its viewer may see.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
+from dashboard.pages import _common as ui
+
 st.set_page_config(page_title="hstmon", page_icon=":material/satellite_alt:", layout="wide")
+ui.login_gate()
 
 PAGES = [
     st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
