@@ -28,7 +28,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from models.access import SCOPED_TABLES, VIEWER_SETTING, Viewer, scope_sqlite
+from models.access import SCOPED_TABLES, VIEWER_SETTING, SqliteScope, Viewer, scope_sqlite
 from models.database import resolve_database_url
 from models.reader import HOW_TO_CREATE, reader_check
 from models.tables import Base
@@ -76,9 +76,9 @@ _SQLITE_READ_ACTIONS = frozenset({
     getattr(sqlite3, "SQLITE_RECURSIVE", 33),
 })  # fmt: skip
 _SQLITE_FORBIDDEN_FUNCTIONS = frozenset({"load_extension", "readfile", "writefile", "edit"})
-# On a connection scoped to a viewer, the tables a user's query may name itself: the TEMP views
-# in place of the scoped tables, hstmon's other tables, and the schema (no data in it). Not the
-# scoped tables of main, nor sqlite_stat1 (row counts per index).
+# On a connection scoped to a viewer, the tables of main a user's query may read: hstmon's
+# tables that hold no program's data, and the schema. Not the scoped tables (only the viewer's
+# views read those), nor sqlite_stat1 (row counts per index).
 _SQLITE_OPEN_TABLES = frozenset(
     (set(Base.metadata.tables) - set(SCOPED_TABLES)) | {"sqlite_master", "sqlite_schema"}
 )
@@ -158,7 +158,7 @@ def _sqlite_read_only_url(url: URL) -> URL:
 def _sqlite_scoped_to(viewer: Viewer) -> Any:
     def on_connect(dbapi_connection: Any, record: Any) -> None:
         # The views first: query_only refuses every CREATE, TEMP ones too.
-        record.info["hstmon_scoped"] = scope_sqlite(dbapi_connection, viewer)
+        record.info["hstmon_scope"] = scope_sqlite(dbapi_connection, viewer)
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA query_only=ON")  # belt and braces with mode=ro
         cursor.execute("PRAGMA busy_timeout=5000")
@@ -212,16 +212,24 @@ def read_only_engine(
     raise SqlError(msg)
 
 
-def _sqlite_authorizer(scoped: frozenset[str]) -> Any:
+def _scoped_read(scope: SqliteScope, table: str, database: str, view: str | None) -> bool:
+    """May a read of ``database.table``, made by ``view`` (a view or a CTE, or None for the
+    query itself), happen on a connection scoped to a viewer?"""
+    if database == "main":
+        return table in _SQLITE_OPEN_TABLES or view in scope.sources
+    if database == "temp":  # the viewer's views, and what they read
+        return table in scope.views or (table in scope.sources and view in scope.views)
+    return False
+
+
+def _sqlite_authorizer(scope: SqliteScope) -> Any:
     def authorize(action: int, arg1: Any, arg2: Any, database: Any, view: Any) -> int:
         if action not in _SQLITE_READ_ACTIONS:
             return sqlite3.SQLITE_DENY
         if action == sqlite3.SQLITE_FUNCTION and str(arg2).lower() in _SQLITE_FORBIDDEN_FUNCTIONS:
             return sqlite3.SQLITE_DENY
-        if action == sqlite3.SQLITE_READ and scoped and view is None:
-            # What the query names itself (a view's own reads name the view): the viewer's
-            # views, or tables that hold no program's data.
-            allowed = arg1 in scoped if database == "temp" else arg1 in _SQLITE_OPEN_TABLES
+        if action == sqlite3.SQLITE_READ and scope.views:
+            allowed = _scoped_read(scope, arg1, database, view)
             return sqlite3.SQLITE_OK if allowed else sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK
 
@@ -243,7 +251,7 @@ def _run_sqlite(engine: Engine, sql: str, row_limit: int, timeout_s: float) -> S
         connection: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]
         # Returning non-zero from the progress handler interrupts the statement.
         connection.set_progress_handler(lambda: int(time.perf_counter() > deadline), 10_000)
-        connection.set_authorizer(_sqlite_authorizer(raw.info.get("hstmon_scoped", frozenset())))
+        connection.set_authorizer(_sqlite_authorizer(raw.info.get("hstmon_scope", SqliteScope())))
         cursor = connection.cursor()
         try:
             cursor.execute(sql)

@@ -10,6 +10,7 @@ TEMP views that shadow the tables on a read-only connection.
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -41,11 +42,13 @@ __all__ = [
     "Grant",
     "ProgramRights",
     "ProgramStatus",
+    "SqliteScope",
     "Viewer",
     "access_report",
     "grant_access",
     "hidden_programs",
     "mark_program",
+    "normalise_user",
     "record_data_rights",
     "revoke_access",
     "scope_sqlite",
@@ -417,9 +420,23 @@ def _sqlite_text(clause: ClauseElement) -> str:
     return str(compiled)
 
 
-def scope_sqlite(connection: sqlite3.Connection, viewer: Viewer) -> frozenset[str]:
+@dataclass(frozen=True)
+class SqliteScope:
+    """The TEMP views of a connection scoped to a viewer.
+
+    ``views`` are named as the tables they shadow; each reads a ``sources`` view, named with a
+    secret of this connection, which alone reads the table from main. A query's own reads can
+    name a view (or a CTE) ``exposure``, never a name it cannot know: an authorizer lets only the
+    ``sources`` views read the scoped tables of main.
+    """
+
+    views: frozenset[str] = frozenset()
+    sources: frozenset[str] = frozenset()
+
+
+def scope_sqlite(connection: sqlite3.Connection, viewer: Viewer) -> SqliteScope:
     """Shadow the tables that hold programs' data with TEMP views leaving out the programs hidden
-    from ``viewer``; returns the names of the views (none when nothing is hidden).
+    from ``viewer``; an empty scope when nothing is hidden from them.
 
     Statements that name a table without a schema read the TEMP view: call this on a fresh
     connection, before it is made read-only (``PRAGMA query_only``).
@@ -428,20 +445,24 @@ def scope_sqlite(connection: sqlite3.Connection, viewer: Viewer) -> frozenset[st
         hidden = _sqlite_hidden_programs(connection, viewer)
     except sqlite3.OperationalError as error:
         if "no such table" in str(error):  # a store older than program access hides nothing
-            return frozenset()
+            return SqliteScope()
         raise
     if not hidden:
-        return frozenset()
+        return SqliteScope()
     programs = ", ".join(str(int(p)) for p in sorted(hidden))
     folders = " OR ".join(f"path LIKE '%/{int(p)}/%'" for p in sorted(hidden))
+    secret = f"hstmon_{secrets.token_hex(16)}"
     for table, visible in SCOPED_TABLES.items():
         condition = visible.format(
             programs=programs, folders=folders, names_viewer=_sqlite_text(_names_viewer(viewer))
         )
         connection.execute(
-            f"CREATE TEMP VIEW {table} AS SELECT * FROM main.{table} WHERE {condition}"
+            f"CREATE TEMP VIEW {secret}_{table} AS SELECT * FROM main.{table} WHERE {condition}"
         )
-    return frozenset(SCOPED_TABLES)
+        connection.execute(f"CREATE TEMP VIEW {table} AS SELECT * FROM temp.{secret}_{table}")
+    return SqliteScope(
+        views=frozenset(SCOPED_TABLES), sources=frozenset(f"{secret}_{t}" for t in SCOPED_TABLES)
+    )
 
 
 def _sqlite_hidden_programs(connection: sqlite3.Connection, viewer: Viewer) -> set[int]:

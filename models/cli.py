@@ -253,9 +253,10 @@ def _by_option(function):  # type: ignore[no-untyped-def]
 @database_option
 def access_grant(database_url: str | None, program: int, who: str, is_group: bool, by: str) -> None:
     """Let WHO (a user's e-mail, or a group with --group) see PROGRAM."""
-    from models.access import AccessError, grant_access
+    from models.access import AccessError, grant_access, normalise_user
 
     kind = "group" if is_group else "user"
+    who = who.strip() if is_group else normalise_user(who)
     engine = _store(database_url)
     try:
         added = grant_access(engine, program, who, kind, by)
@@ -271,9 +272,10 @@ def access_grant(database_url: str | None, program: int, who: str, is_group: boo
 @database_option
 def access_revoke(database_url: str | None, program: int, who: str, is_group: bool) -> None:
     """Take back WHO's grant to see PROGRAM."""
-    from models.access import AccessError, revoke_access
+    from models.access import AccessError, normalise_user, revoke_access
 
     kind = "group" if is_group else "user"
+    who = who.strip() if is_group else normalise_user(who)
     engine = _store(database_url)
     try:
         removed = revoke_access(engine, program, who, kind)

@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 import streamlit as st
 from click.testing import CliRunner
-from conftest import scratch_database
+from conftest import scratch_database, sql_page_url
 from sqlalchemy import insert
 from streamlit.testing.v1 import AppTest
 from test_dashboard_queries import STORES, build_store, write_science_images
 
 from dashboard import cli
+from dashboard.environment import READER_URL_ENV
 from dashboard.pages import _common
 from models.database import DATABASE_URL_ENV, make_engine
 from models.tables import NightlyRun
@@ -180,6 +181,13 @@ def test_drilldown_of_a_visit_and_of_an_unknown_id(
 def test_sql_page_runs_a_query_offers_csv_and_refuses_writes(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    with sql_page_url(store_url) as reader:  # a reader role on PostgreSQL
+        monkeypatch.setenv(READER_URL_ENV, reader)
+        _sql_page_session(store_url, monkeypatch)
+        _common.dispose_engines()
+
+
+def _sql_page_session(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     app = open_page(store_url, monkeypatch, "pages/sql.py")
     assert app.text_area(key="sql_text").value.lstrip().upper().startswith("SELECT")
     app.text_area(key="sql_text").input("SELECT count(*) AS n FROM exposure")
