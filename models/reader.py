@@ -34,9 +34,13 @@ HOW_TO_CREATE = (
     "postgresql://hstmon_reader@HOST/DATABASE`."
 )
 # Functions PUBLIC may execute by default that a reader must not: set_config would let a query
-# name another viewer (hstmon.viewer); the others end or cancel sessions of its own role, which
-# are other people's dashboards.
-PUBLIC_FUNCTIONS = ("set_config", "pg_terminate_backend", "pg_cancel_backend")
+# name another viewer (hstmon.viewer); pg_terminate_backend and pg_cancel_backend end or cancel
+# sessions of its own role, which are other people's dashboards; the lo_ ones write large
+# objects into the database.
+PUBLIC_FUNCTIONS = (
+    "set_config", "pg_terminate_backend", "pg_cancel_backend", "lo_creat", "lo_create",
+    "lo_from_bytea",
+)  # fmt: skip
 # Functions that reach the server's files, its programs or other servers (dblink), whoever was
 # granted them.
 SERVER_FUNCTIONS = (
@@ -125,21 +129,21 @@ def _table_problems(connection: Connection, role: str, tables: list[str]) -> lis
         return ["the store's schema predates program access: run `hstmon db upgrade` first"]
     rows = connection.execute(
         text(
-            "SELECT t, c.relrowsecurity, row_security_active(c.oid) AS applies,"
+            "SELECT name, c.relrowsecurity, row_security_active(c.oid) AS applies,"
             " has_table_privilege(c.oid, :writes) AS writes"
-            " FROM unnest(CAST(:tables AS text[])) AS t"
-            " JOIN pg_class c ON c.oid = to_regclass(quote_ident(t))"
+            " FROM unnest(CAST(:tables AS text[])) AS name"
+            " JOIN pg_class c ON c.oid = to_regclass(quote_ident(name))"
         ),
         {"tables": tables, "writes": _WRITE_PRIVILEGES},
     ).all()
     problems = []
-    bypassed = [r.t for r in rows if r.relrowsecurity and not r.applies]
+    bypassed = [r.name for r in rows if r.relrowsecurity and not r.applies]
     if bypassed:
         problems.append(
             f"row-level security does not apply to {role} on {', '.join(bypassed)} "
             "(it owns them, or is a superuser)"
         )
-    writable = [r.t for r in rows if r.writes]
+    writable = [r.name for r in rows if r.writes]
     if writable:
         problems.append(f"{role} can write {', '.join(writable)}")
     return problems
@@ -278,6 +282,7 @@ def _take_from_public(connection: Connection, role: str, owner: str | None) -> l
         ),
         {"names": list(PUBLIC_FUNCTIONS + SERVER_FUNCTIONS), "role": role},
     ).scalars()
+    names: dict[str, int] = {}
     for function in list(functions):
         signature = sql.SQL(function)  # a regprocedure text: a quoted, typed signature
         _run(connection, sql.SQL("REVOKE EXECUTE ON FUNCTION {} FROM PUBLIC").format(signature))
@@ -286,7 +291,11 @@ def _take_from_public(connection: Connection, role: str, owner: str | None) -> l
         if owner:
             _run(connection, sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(
                 signature, sql.Identifier(owner)))  # fmt: skip
-        taken.append(f"EXECUTE on {function}")
+        name = function.split("(")[0]
+        names[name] = names.get(name, 0) + 1
+    if names:
+        listed = ", ".join(f"{n} ({k} forms)" if k > 1 else n for n, k in names.items())
+        taken.append(f"EXECUTE on {listed}")
     checks = (
         ("TEMPORARY", "DATABASE", database, "has_database_privilege"),
         ("CREATE", "SCHEMA", schema, "has_schema_privilege"),
