@@ -13,7 +13,6 @@ import streamlit as st
 from dashboard.pages import _common as ui
 
 st.set_page_config(page_title="hstmon", page_icon=":material/satellite_alt:", layout="wide")
-ui.login_gate()
 
 PAGES = [
     st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
@@ -25,4 +24,10 @@ PAGES = [
     st.Page("pages/sql.py", title="SQL", icon=":material/terminal:", url_path="sql"),
 ]
 
-st.navigation(PAGES).run()
+# The router always runs, with only the login page until the person has logged in: without a
+# router, Streamlit would serve the scripts of pages/ by their names, each one on its own.
+if ui.needs_login():
+    st.navigation([st.Page(ui.login_page, title="Log in", icon=":material/login:")]).run()
+else:
+    ui.signed_in_sidebar()
+    st.navigation(PAGES).run()

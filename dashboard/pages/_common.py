@@ -31,9 +31,11 @@ __all__ = [
     "fitted_height",
     "linked_table",
     "login_configured",
-    "login_gate",
+    "login_page",
+    "needs_login",
     "query",
     "reader_url",
+    "signed_in_sidebar",
     "store_ready",
     "viewer",
 ]
@@ -88,23 +90,26 @@ def _providers() -> list[str | None]:
     return [None] if "client_id" in section or not named else named
 
 
-def login_gate() -> Viewer:
-    """The viewer; with a login configured, a login page (and the script stops) until the
-    person has logged in, then a line in the sidebar saying who they are, with a log-out."""
-    if not login_configured():
-        return viewer()
-    if not st.user.get("is_logged_in", False):
-        st.title("hstmon")
-        st.info("Log in to see the store: proprietary programs show only to those granted them.")
-        for provider in _providers():
-            label = f"Log in with {provider}" if provider else "Log in"
-            args = (provider,) if provider else ()
-            st.button(label, on_click=st.login, args=args, type="primary", icon=":material/login:")
-        st.stop()
-    who = viewer()
-    st.sidebar.caption(f"Signed in as {who.describe()}")
-    st.sidebar.button("Log out", on_click=st.logout, icon=":material/logout:")
-    return who
+def needs_login() -> bool:
+    """True while a login is configured and this person has not logged in."""
+    return login_configured() and not st.user.get("is_logged_in", False)
+
+
+def login_page() -> None:
+    """The only page a person who has not logged in is shown."""
+    st.title("hstmon")
+    st.info("Log in to see the store: proprietary programs show only to those granted them.")
+    for provider in _providers():
+        label = f"Log in with {provider}" if provider else "Log in"
+        args = (provider,) if provider else ()
+        st.button(label, on_click=st.login, args=args, type="primary", icon=":material/login:")
+
+
+def signed_in_sidebar() -> None:
+    """Who is looking, and a way out, when a login is configured."""
+    if login_configured():
+        st.sidebar.caption(f"Signed in as {viewer().describe()}")
+        st.sidebar.button("Log out", on_click=st.logout, icon=":material/logout:")
 
 
 def database_label(url: str) -> str:
@@ -183,7 +188,13 @@ def _unreachable_message(url: str, error: Exception) -> str:
 
 
 def store_ready(allow_empty: bool = False) -> bool:
-    """Show a friendly message and return False when the store is unreachable or empty."""
+    """Show a friendly message and return False when the store is unreachable or empty.
+
+    Every page asks this first: a page run without its login (the router shows none) stops here.
+    """
+    if needs_login():
+        login_page()
+        st.stop()
     url = database_url()
     try:
         refusal = query("scope_problem")
