@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, case, distinct, func, or_, select, union
+from sqlalchemy import ColumnElement, Connection, case, func, or_, select, union
 
 from analysis.config import SEVERITIES
 from analysis.report import PAGE_STYLE
@@ -210,8 +210,8 @@ def _withheld_programs(
         .join(Flag, Flag.exposure_id == Exposure.exposure_id)
         .where(Flag.analysis_run_id.in_(run_ids), Exposure.proposid.in_(sorted(hidden)))
     )
-    found = union(verdicts, flags).subquery()
-    return {int(p) for p in connection.execute(select(distinct(found.c[0]))).scalars()}
+    found = union(verdicts, flags)  # UNION: each program once
+    return {int(p) for p in connection.execute(found).scalars()}
 
 
 def _read_verdicts(

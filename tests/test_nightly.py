@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import sql_page_url
 from dask.distributed import Client
 from mast_fixtures import MastDownloadServer, MastPortalReplay, recorded, replay_mast_portal
 from sqlalchemy import Engine, insert, select, text
@@ -19,8 +20,10 @@ from sqlalchemy import Engine, insert, select, text
 from analysis import nightly as nightly_module
 from analysis.nightly import NightlyOptions, run_nightly
 from dashboard import queries as dashboard_queries
+from dashboard.sql_console import read_only_engine
 from ingest.mast import DOWNLOAD_URL_ENV, MastSelection, to_mjd
 from ingest.synth import write_archive
+from models.access import Viewer, access_report, grant_access
 from models.cli import main
 from models.locks import job_lock
 from models.tables import IngestRun, NightlyRun
@@ -43,12 +46,17 @@ def mast_side(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def _catalogue(mast_side: Path, released: dict[str, datetime]) -> tuple[list, list]:
+def _catalogue(
+    mast_side: Path, released: dict[str, datetime], exclusive: dict[str, datetime] | None = None
+) -> tuple[list, list]:
     """CAOM observation and product rows of every visit folder released so far.
 
     ``released`` maps obs ids (folder names) to their release times; visits not in it are not
-    public yet. Rows are the recorded ones of the real portal with this archive's values.
+    public yet. ``exclusive`` maps obs ids listed under exclusive access to the day they become
+    public (their t_obs_release; t_min stays the release time given). Rows are the recorded ones
+    of the real portal with this archive's values.
     """
+    exclusive = exclusive or {}
     observation = recorded("caom_filtered.json")["data"][0]
     product = recorded("caom_products.json")["data"][0]
     observations, products = [], []
@@ -57,10 +65,13 @@ def _catalogue(mast_side: Path, released: dict[str, datetime]) -> tuple[list, li
             continue
         obsid = str(3_000_000_000 + number)
         release = to_mjd(released[folder.name])
+        public_on = to_mjd(exclusive[folder.name]) if folder.name in exclusive else release
+        rights = {"dataRights": "EXCLUSIVE_ACCESS" if folder.name in exclusive else "PUBLIC"}
         observations.append(
             observation
             | {"obs_id": folder.name.upper(), "proposal_id": folder.parent.name, "obsid": obsid,
-               "t_obs_release": release, "t_min": release - 1.0, "t_max": release - 0.99}
+               "t_obs_release": public_on, "t_min": release - 1.0, "t_max": release - 0.99}
+            | rights
         )  # fmt: skip
         for path in sorted(folder.iterdir()):
             kind = _KIND_OF_SUFFIX[path.name.split("_")[1].split(".")[0]]
@@ -70,6 +81,7 @@ def _catalogue(mast_side: Path, released: dict[str, datetime]) -> tuple[list, li
                    "proposal_id": folder.parent.name, "dataURI": f"mast:HST/product/{path.name}",
                    "productFilename": path.name, "productSubGroupDescription": kind,
                    "size": path.stat().st_size}
+                | rights
             )  # fmt: skip
     return observations, products
 
@@ -80,10 +92,16 @@ class FakeMast:
     def __init__(self, mast_side: Path, portal: MastPortalReplay, server: MastDownloadServer):
         self.mast_side, self.portal, self.server = mast_side, portal, server
         self.released: dict[str, datetime] = {}
+        self.exclusive: dict[str, datetime] = {}
 
-    def release(self, obs_ids: list[str], when: datetime) -> None:
+    def release(
+        self, obs_ids: list[str], when: datetime, public_on: datetime | None = None
+    ) -> None:
+        """List ``obs_ids`` as observed at ``when``; under exclusive access until ``public_on``."""
         self.released.update(dict.fromkeys(obs_ids, when))
-        observations, products = _catalogue(self.mast_side, self.released)
+        if public_on is not None:
+            self.exclusive.update(dict.fromkeys(obs_ids, public_on))
+        observations, products = _catalogue(self.mast_side, self.released, self.exclusive)
         self.portal.observations = self.portal.observations | {"data": observations}
         self.portal.products = self.portal.products | {"data": products}
 
@@ -384,3 +402,42 @@ def test_mast_out_of_reach_is_a_recorded_error_with_a_readable_message(
     (run,) = _runs(engine)
     assert (run.status, run.stage) == ("error", "discover")
     assert "MastError" in run.message
+
+
+def test_a_night_with_exclusive_data_hides_its_program_from_readers_without_access(
+    fake_mast: FakeMast, database_url: str, engine: Engine, dask_scheduler: str, tmp_path: Path
+) -> None:
+    visits = fake_mast.visits()
+    folder = next(fake_mast.mast_side.glob("*/iepp01010"))
+    program = int(folder.parent.name)
+    exclusive = [p.name for p in folder.parent.iterdir()]  # every visit of its program
+    public_on = datetime.now(UTC) + timedelta(days=300)
+    observed = datetime.now(UTC) - timedelta(hours=12)
+    fake_mast.release([v for v in visits if v not in exclusive], observed)
+    fake_mast.release(exclusive, observed, public_on=public_on)
+    selection = MastSelection(date_field="observation",
+                              product_types=("FLT", "FLC", "IMA", "JIF", "JIT", "ASN"))  # fmt: skip
+    night = run_nightly(_options(tmp_path, database_url, dask_scheduler, selection=selection))
+
+    assert night.status == "succeeded" and night.counts["files_ingested"] == fake_mast.files(visits)
+    (status,) = access_report(engine, [program])
+    assert status.proprietary and (status.source, status.data_rights) == (
+        "mast",
+        "EXCLUSIVE_ACCESS",
+    )
+    assert status.exclusive_until is not None
+    assert abs(status.exclusive_until - public_on) < timedelta(seconds=1)
+    assert night.digest is not None and night.digest.withheld_programs == 1
+    assert not [v for v in night.digest.verdicts if v.subject.startswith("iepp01")]
+    for path in night.digest_paths.values():
+        assert "iepp01" not in path.read_text().lower(), path
+    assert "iepp01" not in json.dumps(_runs(engine)[0].digest).lower()
+    with sql_page_url(database_url) as url:  # what the dashboard reads as (a reader role)
+        anonymous = read_only_engine(url, viewer=Viewer())
+        granted = read_only_engine(url, viewer=Viewer.person("pi@example.org"))
+        grant_access(engine, program, "pi@example.org", "user", "lead")
+        public = str(dashboard_queries.nightly_headline(anonymous))
+        assert "need a HOPR" in public and "IEPP01" not in public
+        assert "IEPP01010" in str(dashboard_queries.nightly_headline(granted))
+        anonymous.dispose()
+        granted.dispose()
