@@ -32,6 +32,7 @@ __all__ = [
     "linked_table",
     "login_configured",
     "login_page",
+    "login_required",
     "needs_login",
     "query",
     "reader_url",
@@ -103,6 +104,17 @@ def login_page() -> None:
         label = f"Log in with {provider}" if provider else "Log in"
         args = (provider,) if provider else ()
         st.button(label, on_click=st.login, args=args, type="primary", icon=":material/login:")
+
+
+def login_required() -> None:
+    """Stop here, on the login page, while a login is configured and the person has not logged in.
+
+    Every page calls it first: until some session has run the router (app.py), Streamlit serves
+    the scripts of pages/ on their own, by their names, without the router's login page.
+    """
+    if needs_login():
+        login_page()
+        st.stop()
 
 
 def signed_in_sidebar() -> None:
@@ -188,13 +200,7 @@ def _unreachable_message(url: str, error: Exception) -> str:
 
 
 def store_ready(allow_empty: bool = False) -> bool:
-    """Show a friendly message and return False when the store is unreachable or empty.
-
-    Every page asks this first: a page run without its login (the router shows none) stops here.
-    """
-    if needs_login():
-        login_page()
-        st.stop()
+    """Show a friendly message and return False when the store is unreachable or empty."""
     url = database_url()
     try:
         refusal = query("scope_problem")

@@ -90,6 +90,7 @@ def _role_refused() -> bool:
     return refusal is not None
 
 
+ui.login_required()
 st.title("SQL")
 st.caption(
     "Read-only: the connection cannot write (SQLite opened read-only, PostgreSQL as a reader "
