@@ -186,8 +186,9 @@ def db_reader(database_url: str | None, role: str, password: str | None, check_o
     row-level security keeps each viewer to the programs they may see, and the role cannot
     write, create, read the server's files, signal other sessions or change its viewer. Run it
     as a superuser on the store's database, again after each `hstmon db upgrade`. It takes from
-    PUBLIC, in this database only, EXECUTE on set_config, pg_terminate_backend and
-    pg_cancel_backend, and TEMPORARY, giving them back to the owner of hstmon's tables.
+    PUBLIC, in this database only, EXECUTE on set_config, pg_terminate_backend,
+    pg_cancel_backend, the lo_ writers and dblink's functions, and TEMPORARY, giving them back to
+    the owner of hstmon's tables.
     """
     from models.reader import ReaderRoleError, check_reader_role, ensure_reader_role, reader_url
 

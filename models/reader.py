@@ -321,8 +321,9 @@ def ensure_reader_role(engine: Engine, role: str, password: str | None = None) -
 
     Run as a superuser on the store's database: besides the role and its grants, it takes from
     PUBLIC (in this database only) what the role would inherit from it, EXECUTE on
-    ``set_config``, ``pg_terminate_backend``, ``pg_cancel_backend`` (and dblink's functions),
-    TEMPORARY and CREATE, and gives them back to the tables' owner. Returns what it did.
+    ``set_config``, ``pg_terminate_backend``, ``pg_cancel_backend``, the ``lo_`` writers (and
+    dblink's functions), TEMPORARY and CREATE, and gives them back to the tables' owner. Returns
+    what it did.
 
     Raises
     ------
