@@ -1,14 +1,17 @@
 """Milliseconds of each dashboard page's queries over an archive-sized store (300k exposures).
 
 Run:  .venv/bin/python benchmarks/dashboard_benchmark.py [--exposures 300000] [--postgres URL]
-      [--repeat 20] [--sample-exposures 1000]
+      [--repeat 20] [--sample-exposures 1000] [--hidden-programs 0]
 
 Association and exposure rows are synthesised directly in the database with the failure
 patterns of the synthetic archive at its rates; `hstmon analyze` then writes the flags and
 verdicts; a modest number of exposures get JIT samples, source files and headers. Each page's
 queries run uncached (as on a cache miss, through the dashboard's read-only engine), ``repeat``
 times; the figures are the p50 and p95 of a whole page's queries and of each query. The target
-is p95 < 300 ms per page. A benchmark, not a test: nothing asserts.
+is p95 < 300 ms per page. The pages read as an anonymous viewer, on PostgreSQL as the reader role
+of `hstmon db reader` (as a deployed dashboard does); ``--hidden-programs N`` marks N programs
+proprietary, so the viewer's scope (row-level security, SQLite's views) has rows to leave out.
+A benchmark, not a test: nothing asserts.
 """
 
 from __future__ import annotations
@@ -18,20 +21,23 @@ import contextlib
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scratch import scratch_postgres
-from sqlalchemy import Engine, create_engine, insert, text
+from sqlalchemy import Engine, create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
 
 from analysis.run import run_analysis
 from dashboard import queries as q
+from models.access import mark_program
 from models.bulk import bulk_insert
-from models.database import make_engine, upgrade
+from models.database import make_engine, resolve_database_url, upgrade
+from models.reader import ensure_reader_role, reader_url
 from models.tables import Association, Exposure, FitsHeader, IngestRun, JitterSample, SourceFile
 
 START = datetime(2009, 6, 1, tzinfo=UTC)  # WFC3's first light
@@ -182,7 +188,8 @@ PageQueries = list[tuple[str, Callable[[Engine], Any]]]
 def pages(engine: Engine, summary: q.DailySummary) -> dict[str, PageQueries]:
     """The queries each page runs on a cache miss, with the arguments a first visit uses.
 
-    The trend pages roll up ``summary`` (built once per store version, timed separately).
+    The trend pages roll up ``summary`` (built once per store version, timed separately); the
+    SQL page runs on the engine's own URL (the reader role on PostgreSQL).
     """
     options = q.filter_options(engine)
     everything = q.TrendFilters(start=options.first_day, end=options.last_day)
@@ -275,6 +282,43 @@ def _p(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
+def hide_programs(url: str, count: int) -> int:
+    """Mark ``count`` programs proprietary (spread over the store); the exposures they hold."""
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        programs = sorted(
+            connection.execute(text("SELECT DISTINCT proposid FROM exposure")).scalars()
+        )
+    chosen = programs[:: max(1, len(programs) // max(1, count))][:count]
+    for proposid in chosen:
+        mark_program(engine, proposid, proprietary=True, until=None, marked_by="benchmark")
+    with engine.connect() as connection:
+        hidden = connection.execute(
+            select(func.count()).select_from(Exposure).where(Exposure.proposid.in_(chosen))
+        ).scalar_one()
+    engine.dispose()
+    return int(hidden)
+
+
+@contextlib.contextmanager
+def dashboard_url(url: str) -> Iterator[str]:
+    """What a deployed dashboard reads as: the store itself on SQLite, a reader role (made for
+    this run, dropped after it) on PostgreSQL."""
+    if make_url(url).get_backend_name() != "postgresql":
+        yield url
+        return
+    role = f"hstmon_bench_reader_{uuid.uuid4().hex[:8]}"
+    engine = make_engine(url)
+    try:
+        ensure_reader_role(engine, role)
+        yield resolve_database_url(reader_url(url, role))
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text(f"DROP OWNED BY {role}"))
+            connection.execute(text(f"DROP ROLE IF EXISTS {role}"))
+        engine.dispose()
+
+
 def measure(url: str, repeat: int) -> None:
     """Print p50/p95 (ms) of every page's queries and of its slowest query."""
     engine = q.read_only_engine(url, pooled=True)  # as the dashboard makes it
@@ -312,6 +356,8 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test",
                         help="server for a scratch database; '' skips PostgreSQL")  # fmt: skip
     parser.add_argument("--only", choices=["sqlite", "postgres"], help="measure one store")
+    parser.add_argument("--hidden-programs", type=int, default=0,
+                        help="programs marked proprietary, hidden from the viewer")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch, contextlib.ExitStack() as stack:
         targets = []
@@ -327,7 +373,12 @@ def main() -> None:
             print(f"{label}: {args.exposures:,} exposures (+ flags, verdicts, "
                   f"{args.sample_exposures} with JIT samples) in {seconds:.0f} s; "
                   f"per page, {args.repeat} runs:")  # fmt: skip
-            measure(url, args.repeat)
+            if args.hidden_programs:
+                hidden = hide_programs(url, args.hidden_programs)
+                print(f"  {args.hidden_programs} programs proprietary: {hidden:,} exposures "
+                      "hidden from the (anonymous) viewer")  # fmt: skip
+            with dashboard_url(url) as reader:
+                measure(reader, args.repeat)
 
 
 if __name__ == "__main__":
