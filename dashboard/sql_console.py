@@ -243,15 +243,24 @@ def _fetch(cursor: Any, row_limit: int) -> tuple[pd.DataFrame, bool]:
     return pd.DataFrame([tuple(r) for r in rows[:row_limit]], columns=columns), truncated
 
 
+_EXPLAIN_HIDDEN = (
+    "EXPLAIN is not available while programs are hidden from you: its plans and estimates are "
+    "of the tables behind what you see"
+)
+
+
 def _run_sqlite(engine: Engine, sql: str, row_limit: int, timeout_s: float) -> SqlResult:
     started = time.perf_counter()
     deadline = started + timeout_s
     raw = engine.raw_connection()
     try:
+        scope: SqliteScope = raw.info.get("hstmon_scope", SqliteScope())
+        if scope.views and sql.lstrip().lower().startswith("explain"):
+            raise SqlRefusedError(_EXPLAIN_HIDDEN)
         connection: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]
         # Returning non-zero from the progress handler interrupts the statement.
         connection.set_progress_handler(lambda: int(time.perf_counter() > deadline), 10_000)
-        connection.set_authorizer(_sqlite_authorizer(raw.info.get("hstmon_scope", SqliteScope())))
+        connection.set_authorizer(_sqlite_authorizer(scope))
         cursor = connection.cursor()
         try:
             cursor.execute(sql)
@@ -294,11 +303,7 @@ def _run_postgres(engine: Engine, sql: str, row_limit: int, timeout_s: float) ->
             ).scalar()
         ):
             # The planner's row estimates come from statistics over every program's rows.
-            msg = (
-                "EXPLAIN is not available while programs are hidden from you: its row "
-                "estimates count their rows too"
-            )
-            raise SqlRefusedError(msg)
+            raise SqlRefusedError(_EXPLAIN_HIDDEN)
         connection.rollback()  # the user's query in a transaction of its own
         connection.exec_driver_sql("SET TRANSACTION READ ONLY")
         # SET, not set_config(): a reader may not execute set_config (see models.reader).

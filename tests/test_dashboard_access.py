@@ -35,6 +35,9 @@ AUTH = {  # a login configured; AppTest's user says who has logged in
 }
 ALICE = {"is_logged_in": True, "email": "Alice@Example.org", "sub": "alice"}  # granted it
 BOB = {"is_logged_in": True, "email": "bob@example.org", "groups": ["other-team"]}  # not granted
+# Claims to be alice, but her provider has not verified the address: she is her subject.
+MALLORY = {"is_logged_in": True, "email": "alice@example.org", "email_verified": False,
+           "sub": "mallory"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ def leaked(app: AppTest, store: Store, echoed: tuple[str, ...] = ()) -> list[str
     return found + ([str(PROPRIETARY)] if str(PROPRIETARY) in page else [])
 
 
-WITHOUT_ACCESS = {"anonymous": None, "bob": BOB}
+WITHOUT_ACCESS = {"anonymous": None, "bob": BOB, "mallory": MALLORY}
 DEEP_LINKS = [
     ("pages/overview.py", {}),
     ("pages/trends.py", {}),

@@ -162,6 +162,12 @@ def test_sqlite_queries_cannot_reach_behind_the_viewers_views(
         pytest.skip("SQLite's views; PostgreSQL's policies have no way around them to try")
     with pytest.raises(sql_console.SqlError, match=r"not authorized|prohibited"):
         sql_console.run_readonly_sql(real_store.sql_url, sql, viewer=Viewer())
+    with pytest.raises(sql_console.SqlRefusedError, match="EXPLAIN is not available"):
+        sql_console.run_readonly_sql(real_store.sql_url, f"EXPLAIN {sql}", viewer=Viewer())
+    explained = sql_console.run_readonly_sql(
+        real_store.sql_url, "EXPLAIN QUERY PLAN SELECT * FROM exposure", viewer=Viewer.operator()
+    )
+    assert len(explained.frame) > 0, "nothing hidden: EXPLAIN runs"
     # The views are the tables for a query: reading them by their own name, or in a CTE, is fine.
     for fine in (
         "SELECT * FROM temp.exposure",

@@ -70,12 +70,14 @@ def _claimed_groups(user: Any) -> tuple[str, ...]:
 def viewer() -> Viewer:
     """Who is looking: the logged-in person, else the operator on 127.0.0.1, else anonymous.
 
-    The user is the login's ``email`` claim (its ``sub`` without one), the groups its
-    ``groups`` claim ($HSTMON_GROUPS_CLAIM names another).
+    The user is the login's ``email`` claim (its ``sub`` without one, or when the provider says
+    the address is not verified), the groups its ``groups`` claim ($HSTMON_GROUPS_CLAIM names
+    another).
     """
     if login_configured():
         user = st.user
-        name = user.get("email") or user.get("sub")
+        verified = user.get("email_verified") is not False
+        name = (user.get("email") if verified else None) or user.get("sub")
         if not user.get("is_logged_in", False) or not name:
             return Viewer()
         return Viewer.person(str(name), _claimed_groups(user))
