@@ -26,6 +26,7 @@ from sqlalchemy import (
     and_,
     delete,
     insert,
+    literal,
     or_,
     select,
     update,
@@ -376,40 +377,51 @@ def access_report(engine: Engine, proposids: Sequence[int] = ()) -> list[Program
 
 # --- SQLite: a read-only connection scoped to a viewer --------------------------------------------
 
-_HIDDEN_EXPOSURES = "SELECT exposure_id FROM main.exposure WHERE proposid IN ({programs})"
-_HIDDEN_ASSOCIATIONS = "SELECT asn_id FROM main.association WHERE proposid IN ({programs})"
+# An HST name (ipppssoo) carries its program's code, ppp, one to one with the proposal id: the
+# codes of the hidden programs' exposures and visits tell every row named after them.
+_HIDDEN_CODES = """
+SELECT substr(exposure_id, 2, 3) FROM main.exposure WHERE proposid IN ({programs})
+UNION SELECT substr(asn_id, 2, 3) FROM main.association WHERE proposid IN ({programs})
+"""
 # A file's name: what follows the last '/' (rtrim removes every character but '/' from the end).
 _FILE_NAME = "lower(substr(path, length(rtrim(path, replace(path, '/', ''))) + 1))"
-_HIDDEN_FILES = f"""
+# Files of hidden programs their names do not tell (science files may be named anything).
+_LINKED_FILES = """
 SELECT file_id FROM (
-    SELECT jif_file_id AS file_id FROM main.exposure WHERE proposid IN ({{programs}})
-    UNION SELECT jit_file_id FROM main.exposure WHERE proposid IN ({{programs}})
-    UNION SELECT sci_file_id FROM main.exposure WHERE proposid IN ({{programs}})
-    UNION SELECT jif_file_id FROM main.association WHERE proposid IN ({{programs}})
-    UNION SELECT jit_file_id FROM main.association WHERE proposid IN ({{programs}})
-    UNION SELECT file_id FROM main.fits_header WHERE exposure_id IN ({_HIDDEN_EXPOSURES})
-    UNION SELECT file_id FROM main.source_file
-        WHERE substr({_FILE_NAME}, 1, 8) IN ({_HIDDEN_EXPOSURES})
-           OR substr({_FILE_NAME}, 1, 9) IN ({_HIDDEN_ASSOCIATIONS})
-           OR (status <> 'ingested' AND ({{folders}}))
+    SELECT jif_file_id AS file_id FROM main.exposure WHERE proposid IN ({programs})
+    UNION SELECT jit_file_id FROM main.exposure WHERE proposid IN ({programs})
+    UNION SELECT sci_file_id FROM main.exposure WHERE proposid IN ({programs})
+    UNION SELECT jif_file_id FROM main.association WHERE proposid IN ({programs})
+    UNION SELECT jit_file_id FROM main.association WHERE proposid IN ({programs})
+    UNION SELECT file_id FROM main.fits_header WHERE exposure_id IN
+        (SELECT exposure_id FROM main.exposure WHERE proposid IN ({programs}))
 ) WHERE file_id IS NOT NULL
 """
-_OWN_PROGRAM = "proposid IS NULL OR proposid NOT IN ({programs})"
-_OF_EXPOSURE = f"exposure_id NOT IN ({_HIDDEN_EXPOSURES})"
+_FILE_VISIBLE = (
+    f"substr({_FILE_NAME}, 2, 3) NOT IN ({{codes}}) AND file_id NOT IN ({_LINKED_FILES})"
+    " AND (status = 'ingested' OR NOT ({folders}))"
+)
+
+
+def _named(column: str) -> str:
+    return f"substr({column}, 2, 3) NOT IN ({{codes}})"
+
+
+_OWN_PROGRAM = "(proposid IS NULL OR proposid NOT IN ({programs}))"
 # table -> which rows a viewer sees: the same rule as PostgreSQL's policies (migration 0008).
 SCOPED_TABLES: dict[str, str] = {
-    "association": _OWN_PROGRAM,
-    "exposure": _OWN_PROGRAM,
-    "jitter_sample": _OF_EXPOSURE,
-    "flag": _OF_EXPOSURE,
-    "analysis_state": _OF_EXPOSURE,
-    "image_metric": _OF_EXPOSURE,
-    "psf_measurement": _OF_EXPOSURE,
-    "image_preview": _OF_EXPOSURE,
-    "verdict": f"(exposure_id IS NULL OR {_OF_EXPOSURE}) AND "
-    f"(asn_id IS NULL OR asn_id NOT IN ({_HIDDEN_ASSOCIATIONS}))",
-    "source_file": f"file_id NOT IN ({_HIDDEN_FILES})",
-    "fits_header": f"file_id NOT IN ({_HIDDEN_FILES}) AND (exposure_id IS NULL OR {_OF_EXPOSURE})",
+    "association": f"{_OWN_PROGRAM} AND {_named('asn_id')}",
+    "exposure": f"{_OWN_PROGRAM} AND {_named('exposure_id')}",
+    "jitter_sample": _named("exposure_id"),
+    "flag": _named("exposure_id"),
+    "analysis_state": _named("exposure_id"),
+    "image_metric": _named("exposure_id"),
+    "psf_measurement": _named("exposure_id"),
+    "image_preview": _named("exposure_id"),
+    "verdict": _named("coalesce(exposure_id, asn_id)"),
+    "source_file": _FILE_VISIBLE,
+    "fits_header": f"(exposure_id IS NULL OR {_named('exposure_id')})"
+    f" AND file_id IN (SELECT file_id FROM main.source_file WHERE {_FILE_VISIBLE})",
     "program_access": "{names_viewer}",
 }
 
@@ -451,11 +463,16 @@ def scope_sqlite(connection: sqlite3.Connection, viewer: Viewer) -> SqliteScope:
         return SqliteScope()
     programs = ", ".join(str(int(p)) for p in sorted(hidden))
     folders = " OR ".join(f"path LIKE '%/{int(p)}/%'" for p in sorted(hidden))
+    found = connection.execute(_HIDDEN_CODES.format(programs=programs)).fetchall()
+    # No code at all (a hidden program without data here): one no name holds, not NULL (which
+    # would make every NOT IN unknown, and hide everything).
+    codes = ", ".join(_sqlite_text(literal(str(code))) for (code,) in found) or "'/'"
     secret = f"hstmon_{secrets.token_hex(16)}"
     for table, visible in SCOPED_TABLES.items():
         condition = visible.format(
-            programs=programs, folders=folders, names_viewer=_sqlite_text(_names_viewer(viewer))
-        )
+            programs=programs, folders=folders, codes=codes,
+            names_viewer=_sqlite_text(_names_viewer(viewer)),
+        )  # fmt: skip
         connection.execute(
             f"CREATE TEMP VIEW {secret}_{table} AS SELECT * FROM main.{table} WHERE {condition}"
         )

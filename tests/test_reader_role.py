@@ -274,6 +274,7 @@ def test_statistics_and_plans_do_not_tell_of_hidden_rows(pg_store: PgStore) -> N
     assert run("EXPLAIN SELECT 1", Viewer.operator()), "nothing hidden: EXPLAIN runs"
     files = run("SELECT hstmon_hidden_files()")
     assert files and all(isinstance(f, int) for (f,) in files), "file numbers, never paths"
+    assert run("SELECT hstmon_hidden_codes()") == [["dfd"]], "ldfd01010's program code alone"
     assert run("SELECT current_setting('hstmon.viewer')") == [[Viewer().setting()]]
     assert [14933] in run("SELECT proposid FROM program"), "which programs are proprietary"
     assert run("SELECT count(*) FROM exposure WHERE proposid = 14933") == [[0]]

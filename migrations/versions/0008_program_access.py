@@ -7,8 +7,10 @@ Create Date: 2026-11-27 10:12:05.118230+00:00
 On PostgreSQL every table that holds a program's data gets a row-level security policy: a role
 that does not own the tables (the dashboard's reader, ``hstmon db reader``) sees a row only when
 its program is not hidden from the *viewer* its session names in the ``hstmon.viewer`` setting
-(JSON ``{"user": ..., "groups": [...]}``, or ``{"all": true}``; none is an anonymous viewer). The
-owner of the tables, which ingests and analyses, is not subject to the policies.
+(JSON ``{"user": ..., "groups": [...]}``, or ``{"all": true}``; none is an anonymous viewer). A
+row's program is its own proposid, or the program code its exposure or visit name carries
+(``ipppssoo``), so no policy joins another table on every row. The owner of the tables, which
+ingests and analyses, is not subject to the policies.
 """
 
 from collections.abc import Sequence
@@ -23,14 +25,14 @@ depends_on: str | Sequence[str] | None = None
 
 # The viewer of this session, as the dashboard set it when it connected.
 _VIEWER = """
-CREATE FUNCTION hstmon_viewer() RETURNS jsonb LANGUAGE sql STABLE AS $$
+CREATE FUNCTION hstmon_viewer() RETURNS jsonb LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT coalesce(nullif(current_setting('hstmon.viewer', true), ''), '{}')::jsonb
 $$
 """
 # The grants that name the viewer: their user, or one of their groups.
 _VIEWER_GRANT = """
 CREATE FUNCTION hstmon_names_viewer(grantee_kind text, grantee text) RETURNS boolean
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE grantee_kind
         WHEN 'user' THEN grantee = hstmon_viewer() ->> 'user'
         WHEN 'group' THEN grantee IN (
@@ -42,7 +44,8 @@ $$
 # Programs hidden from the viewer: proprietary now, and granted neither to them nor to a group
 # of theirs. The same rule as models.access.hidden_programs (SQLite and the digest use that one).
 _HIDDEN_PROGRAMS = """
-CREATE FUNCTION hstmon_hidden_programs() RETURNS SETOF integer LANGUAGE sql STABLE AS $$
+CREATE FUNCTION hstmon_hidden_programs() RETURNS SETOF integer
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT p.proposid FROM program p
     WHERE p.proprietary
       AND (p.exclusive_until IS NULL OR p.exclusive_until > now())
@@ -52,78 +55,89 @@ CREATE FUNCTION hstmon_hidden_programs() RETURNS SETOF integer LANGUAGE sql STAB
           WHERE a.proposid = p.proposid AND hstmon_names_viewer(a.grantee_kind, a.grantee))
 $$
 """
-# Files of hidden programs: named after (or linked to) a hidden exposure or association, or,
-# not ingested, lying in a hidden program's folder. It must see the rows the viewer cannot, so it
-# runs as the owner of the tables; it returns file numbers only, never a path.
-_HIDDEN_FILES = r"""
+# The program codes of hidden programs: an HST name (ipppssoo) carries its program's code,
+# ppp, one to one with the proposal id, so every row named after an exposure or a visit of a
+# hidden program is told by its name alone, without a join. It must read the rows the viewer
+# cannot see, so it runs as the tables' owner; it returns the codes only (no more secret than
+# the program numbers of the program table).
+_HIDDEN_CODES = """
+CREATE FUNCTION hstmon_hidden_codes() RETURNS SETOF text
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path FROM CURRENT AS $$
+    SELECT substr(exposure_id, 2, 3) FROM exposure
+    WHERE proposid IN (SELECT hstmon_hidden_programs())
+    UNION SELECT substr(asn_id, 2, 3) FROM association
+    WHERE proposid IN (SELECT hstmon_hidden_programs())
+$$
+"""
+# Files of hidden programs that their names do not tell: the files of their exposures and
+# visits (science files may be named anything). File numbers only, never a path.
+_HIDDEN_FILES = """
 CREATE FUNCTION hstmon_hidden_files() RETURNS SETOF integer
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $$
-    WITH programs AS (SELECT hstmon_hidden_programs() AS proposid),
-    exposures AS (
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER SET search_path FROM CURRENT AS $$
+    WITH exposures AS (
         SELECT exposure_id, jif_file_id, jit_file_id, sci_file_id FROM exposure
-        WHERE proposid IN (SELECT proposid FROM programs)),
+        WHERE proposid IN (SELECT hstmon_hidden_programs())),
     associations AS (
-        SELECT asn_id, jif_file_id, jit_file_id FROM association
-        WHERE proposid IN (SELECT proposid FROM programs)),
-    named AS (
-        SELECT file_id, status, path, lower(substring(path from '[^/\\]*$')) AS name
-        FROM source_file WHERE EXISTS (SELECT 1 FROM programs))
+        SELECT jif_file_id, jit_file_id FROM association
+        WHERE proposid IN (SELECT hstmon_hidden_programs()))
     SELECT file_id FROM (
         SELECT unnest(ARRAY[jif_file_id, jit_file_id, sci_file_id]) FROM exposures
         UNION SELECT unnest(ARRAY[jif_file_id, jit_file_id]) FROM associations
         UNION SELECT file_id FROM fits_header
             WHERE exposure_id IN (SELECT exposure_id FROM exposures)
-        UNION SELECT file_id FROM named
-            WHERE left(name, 8) IN (SELECT exposure_id FROM exposures)
-               OR left(name, 9) IN (SELECT asn_id FROM associations)
-               OR (status <> 'ingested' AND EXISTS (
-                    SELECT 1 FROM programs WHERE named.path LIKE '%/' || proposid || '/%'))
     ) AS linked(file_id)
     WHERE file_id IS NOT NULL  -- a NULL would make every NOT IN test unknown: all hidden
 $$
 """
-_NOTHING_HIDDEN = "NOT EXISTS (SELECT hstmon_hidden_programs())"
-_OWN_PROGRAM = "proposid IS NULL OR proposid NOT IN (SELECT hstmon_hidden_programs())"
+# The program code of a file: characters 2-4 of its name (after the last '/').
+_FILE_CODE = r"""
+CREATE FUNCTION hstmon_file_code(path text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT lower(substr(reverse(split_part(reverse(path), '/', 1)), 2, 3))
+$$
+"""
+_CODES = "(SELECT hstmon_hidden_codes())"
 
 
-def _of_exposure(table: str) -> str:
-    """Rows of a visible exposure; the exposure table's own policy decides which are."""
-    return (
-        f"{_NOTHING_HIDDEN} OR EXISTS "
-        f"(SELECT 1 FROM exposure e WHERE e.exposure_id = {table}.exposure_id)"
-    )
+def _named(column: str) -> str:
+    """Rows named after an exposure or visit of a program that is not hidden."""
+    return f"substr({column}, 2, 3) NOT IN {_CODES}"
 
 
-# table -> which of its rows a viewer sees. Child tables test their exposure (or association,
-# or file) under that table's policy, so one rule, on program, decides everything.
+_OWN_PROGRAM = "(proposid IS NULL OR proposid NOT IN (SELECT hstmon_hidden_programs()))"
+
+# table -> which of its rows a viewer sees. One rule, on program, decides everything: a row
+# belongs to a program by its own proposid, by the name it carries, or by its file's links.
 POLICIES: dict[str, str] = {
-    "association": _OWN_PROGRAM,
-    "exposure": _OWN_PROGRAM,
-    "jitter_sample": _of_exposure("jitter_sample"),
-    "flag": _of_exposure("flag"),
-    "analysis_state": _of_exposure("analysis_state"),
-    "image_metric": _of_exposure("image_metric"),
-    "psf_measurement": _of_exposure("psf_measurement"),
-    "image_preview": _of_exposure("image_preview"),
-    "verdict": (
-        f"{_NOTHING_HIDDEN} OR CASE WHEN exposure_id IS NOT NULL"
-        " THEN EXISTS (SELECT 1 FROM exposure e WHERE e.exposure_id = verdict.exposure_id)"
-        " ELSE EXISTS (SELECT 1 FROM association a WHERE a.asn_id = verdict.asn_id) END"
+    "association": f"{_OWN_PROGRAM} AND {_named('asn_id')}",
+    "exposure": f"{_OWN_PROGRAM} AND {_named('exposure_id')}",
+    "jitter_sample": _named("exposure_id"),
+    "flag": _named("exposure_id"),
+    "analysis_state": _named("exposure_id"),
+    "image_metric": _named("exposure_id"),
+    "psf_measurement": _named("exposure_id"),
+    "image_preview": _named("exposure_id"),
+    "verdict": _named("coalesce(exposure_id, asn_id)"),
+    "source_file": (
+        f"hstmon_file_code(path) NOT IN {_CODES}"
+        " AND file_id NOT IN (SELECT hstmon_hidden_files())"
+        " AND (status = 'ingested' OR NOT EXISTS (SELECT 1 FROM hstmon_hidden_programs() p"
+        " WHERE path LIKE '%/' || p || '/%'))"  # a failed file, in a hidden program's folder
     ),
-    "source_file": f"{_NOTHING_HIDDEN} OR file_id NOT IN (SELECT hstmon_hidden_files())",
     "fits_header": (
-        f"{_NOTHING_HIDDEN} OR ("
-        "EXISTS (SELECT 1 FROM source_file f WHERE f.file_id = fits_header.file_id)"
-        " AND (exposure_id IS NULL OR EXISTS"
-        " (SELECT 1 FROM exposure e WHERE e.exposure_id = fits_header.exposure_id)))"
+        f"(exposure_id IS NULL OR {_named('exposure_id')})"
+        " AND file_id NOT IN (SELECT hstmon_hidden_files())"
+        " AND (NOT EXISTS (SELECT hstmon_hidden_programs())"
+        " OR EXISTS (SELECT 1 FROM source_file f WHERE f.file_id = fits_header.file_id))"
     ),
-    # A viewer sees the grants that name them (the policies above rely on it), not others'.
+    # A viewer sees the grants that name them (the rule above relies on it), not others'.
     "program_access": "coalesce((hstmon_viewer() ->> 'all')::boolean, false)"
     " OR hstmon_names_viewer(grantee_kind, grantee)",
 }
 _POLICY_NAME = "hstmon_viewer_sees"
-_FUNCTIONS = ("hstmon_hidden_files()", "hstmon_hidden_programs()",
-              "hstmon_names_viewer(text, text)", "hstmon_viewer()")  # fmt: skip
+_FUNCTIONS = ("hstmon_file_code(text)", "hstmon_hidden_files()", "hstmon_hidden_codes()",
+              "hstmon_hidden_programs()", "hstmon_names_viewer(text, text)",
+              "hstmon_viewer()")  # fmt: skip
 
 
 def _create_tables() -> None:
@@ -216,7 +230,8 @@ def upgrade() -> None:
     _create_tables()
     if op.get_bind().dialect.name != "postgresql":
         return  # SQLite has no roles: the dashboard scopes its own connections (dashboard/)
-    for statement in (_VIEWER, _VIEWER_GRANT, _HIDDEN_PROGRAMS, _HIDDEN_FILES):
+    for statement in (_VIEWER, _VIEWER_GRANT, _HIDDEN_PROGRAMS, _HIDDEN_CODES, _HIDDEN_FILES,
+                      _FILE_CODE):  # fmt: skip
         op.execute(statement)
     for table, visible in POLICIES.items():
         op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
