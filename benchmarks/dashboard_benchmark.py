@@ -49,12 +49,25 @@ FILTERS = {
 IMAGED = 0.3  # fraction of exposures whose science file (and PSF) is in the store
 
 
+def _base36(number: int, width: int) -> str:
+    digits = ""
+    for _ in range(width):
+        number, digit = divmod(number, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[digit] + digits
+    return digits
+
+
+def _visit_name(visit: int) -> str:
+    """``ipppss`` of a visit: as HST names go, each program (50 visits) has its own code ppp."""
+    return f"i{_base36(visit // 50, 3)}{_base36(visit % 50, 2)}"
+
+
 def _associations(n_visits: int, rng: np.random.Generator) -> list[dict[str, Any]]:
     span_h = (datetime(2026, 6, 1, tzinfo=UTC) - START).total_seconds() / 3600
     step_h = span_h / n_visits
     return [
         {
-            "asn_id": f"i{i:06d}10"[:9], "proposid": 11000 + i // 50,
+            "asn_id": f"{_visit_name(i)}010", "proposid": 11000 + i // 50,
             "config": "WFC3/UVIS" if i % 3 else "WFC3/IR", "instrument": "WFC3",
             "targname": f"TARGET-{i // 50:04d}", "asn_stat": "COMPLETE",
             "guidecmd": "FINE LOCK", "window_start": START + timedelta(hours=step_h * i),
@@ -77,7 +90,8 @@ def _exposures(visits: list[dict[str, Any]], n: int, rng: np.random.Generator) -
         start = visit["window_start"] + timedelta(minutes=20 * (index % 4))
         big = 6 if mode == 5 else 1
         rows.append({
-            "exposure_id": f"e{index:07d}", "rootname": f"e{index:07d}q",
+            "exposure_id": f"{visit['asn_id'][:6]}{index % 4:02d}",
+            "rootname": f"{visit['asn_id'][:6]}{index % 4:02d}q",
             "asn_id": visit["asn_id"], "asn_member_index": index % 4 + 1,
             "proposid": visit["proposid"], "config": visit["config"], "window_start": start,
             "window_end": start + timedelta(seconds=600), "proctime": start + timedelta(days=1),
@@ -201,7 +215,7 @@ def pages(engine: Engine, summary: q.DailySummary) -> dict[str, PageQueries]:
     programs = q.TrendFilters(proposids=tuple(options.proposids[:20]))
     visit = str(q.program_visits(engine, program)["asn_id"].iloc[0])
     exposure = str(q.visit_exposures(engine, visit)["exposure_id"].iloc[0])
-    sampled = str(q.find_ids(engine, "e0000")["target"].iloc[0])
+    sampled = "i0000000"  # the first exposure: it has JIT samples and headers
     return {
         "overview": [
             ("is_empty", q.is_empty),
@@ -245,8 +259,8 @@ def pages(engine: Engine, summary: q.DailySummary) -> dict[str, PageQueries]:
         ],
         "programs (search)": [
             ("is_empty", q.is_empty),
-            ("find_ids", lambda e: q.find_ids(e, "i00012")),
-            ("program_list", lambda e: q.program_list(e, "i00012")),
+            ("find_ids", lambda e: q.find_ids(e, "i0a012")),
+            ("program_list", lambda e: q.program_list(e, "i0a012")),
         ],
         "exposure drilldown": [
             ("is_empty", q.is_empty),
