@@ -26,7 +26,7 @@ import pandas as pd
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 
 from models.access import SCOPED_TABLES, VIEWER_SETTING, SqliteScope, Viewer, scope_sqlite
 from models.database import resolve_database_url
@@ -76,6 +76,7 @@ _SQLITE_READ_ACTIONS = frozenset({
     getattr(sqlite3, "SQLITE_RECURSIVE", 33),
 })  # fmt: skip
 _SQLITE_FORBIDDEN_FUNCTIONS = frozenset({"load_extension", "readfile", "writefile", "edit"})
+SCOPE_RECYCLE_S = 60  # a pooled SQLite connection's age at which its viewer's scope is made anew
 # On a connection scoped to a viewer, the tables of main a user's query may read: hstmon's
 # tables that hold no program's data, and the schema. Not the scoped tables (only the viewer's
 # views read those), nor sqlite_stat1 (row counts per index).
@@ -182,13 +183,21 @@ def read_only_engine(
     every hstmon command's ``--db`` (default: $HSTMON_DATABASE_URL, then the SQLite file in the
     data directory). PostgreSQL connections are pooled (a few, checked before use) only with
     ``pooled``, for a long-lived process like the dashboard: dispose of the engine when done.
-    SQLite connections are never pooled (they open in microseconds).
+    Pooled SQLite connections keep the views of their viewer's scope; they are made again after
+    a minute, so a new grant or mark shows as soon as the pages' cache forgets.
     """
     viewer = viewer or Viewer()
     resolved = make_url(resolve_database_url(url))
     backend = resolved.get_backend_name()
     if backend == "sqlite":
-        engine = create_engine(_sqlite_read_only_url(resolved), poolclass=NullPool)
+        if pooled:  # a viewer's views are made once per connection, not once per query
+            engine = create_engine(
+                _sqlite_read_only_url(resolved), poolclass=QueuePool, pool_size=2,
+                max_overflow=4, pool_recycle=SCOPE_RECYCLE_S,
+                connect_args={"check_same_thread": False},
+            )  # fmt: skip
+        else:
+            engine = create_engine(_sqlite_read_only_url(resolved), poolclass=NullPool)
         event.listen(engine, "connect", _sqlite_scoped_to(viewer))
         return engine
     if backend == "postgresql":
