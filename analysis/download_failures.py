@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, Row, insert, select, update
 
 from ingest.mast import DownloadOutcome, MastProduct
 from models.tables import DownloadFailure
@@ -60,10 +60,10 @@ def next_try(failed_at: datetime, attempts: int, schedule: Sequence[timedelta]) 
 def read_outstanding(connection: Connection) -> list[Outstanding]:
     """Every outstanding file, soonest next try first."""
     rows = connection.execute(
-        select(DownloadFailure)
+        select(DownloadFailure.__table__)
         .where(DownloadFailure.resolved_at.is_(None))
         .order_by(DownloadFailure.next_try_at, DownloadFailure.filename)
-    ).scalars()
+    )
     return [
         Outstanding(
             _product(row),
@@ -172,7 +172,7 @@ def _listing(product: MastProduct) -> dict[str, object]:
     }
 
 
-def _product(row: DownloadFailure) -> MastProduct:
+def _product(row: Row) -> MastProduct:
     return MastProduct(
         uri=row.uri,
         filename=row.filename,
