@@ -130,6 +130,28 @@ class MastPortalReplay(BaseAdapter):
         return {**source, "data": data, "paging": paging}
 
 
+def rows_beside_the_pipeline_files(visit_row: dict[str, Any], program: str, obs_id: str) -> list:
+    """What MAST lists with a visit beside its pipeline files, none of it to be fetched: a HAP
+    single-visit copy of an exposure's FLC (sub-group FLC, lower-case ``hst_`` obs id), the
+    Hubble Legacy Archive's drizzled image, and a JPG preview whose sub-group reads FLC.
+    ``visit_row`` is one of the visit's product rows (its ids and rights are kept)."""
+    obs_id = obs_id.lower()
+    hap = f"hst_{program}_{obs_id[4:6]}_wfc3_uvis_f606w_{obs_id[:6]}01"
+    hla = f"hst_{program}_{obs_id[4:6]}_wfc3_uvis_f606w"
+    rows = [
+        (hap, "HAP-SVM", "FLC", "SCIENCE", f"{hap}_flc.fits"),
+        (hla, "HLA", "DRZ", "SCIENCE", f"{hla}_drz.fits"),
+        (obs_id.upper(), "CALWF3", "FLC", "PREVIEW", f"{obs_id[:6]}01q_flc.jpg"),
+    ]
+    return [
+        visit_row
+        | {"obs_id": row_obs_id, "project": project, "productSubGroupDescription": group,
+           "productType": kind, "dataURI": f"mast:HST/product/{filename}",
+           "productFilename": filename}
+        for row_obs_id, project, group, kind, filename in rows
+    ]  # fmt: skip
+
+
 def _matches(row: dict[str, Any], mashup_filter: dict[str, Any]) -> bool:
     """How the portal applies one filter: a min/max range, a set of values, or a LIKE pattern."""
     value = row.get(mashup_filter["paramName"])

@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from dask.distributed import Client
-from mast_fixtures import MastDownloadServer, MastPortalReplay, recorded, replay_mast_portal
+from mast_fixtures import (
+    MastDownloadServer,
+    MastPortalReplay,
+    recorded,
+    replay_mast_portal,
+    rows_beside_the_pipeline_files,
+)
 from sqlalchemy import Engine, insert, select, text, update
 
 from analysis import nightly as nightly_module
@@ -84,27 +90,8 @@ def _catalogue(
                    "productSubGroupDescription": kind,
                    "size": listed_sizes.get(path.name, path.stat().st_size)}
             )  # fmt: skip
-        products += _beside_the_pipeline_files(visit, folder)
+        products += rows_beside_the_pipeline_files(visit, folder.parent.name, folder.name)
     return observations, products
-
-
-def _beside_the_pipeline_files(visit: dict, folder: Path) -> list[dict]:
-    """A HAP single-visit copy, an HLA image and a preview, as MAST lists them with a visit."""
-    program, name = folder.parent.name, folder.name
-    hap = f"hst_{program}_{name[4:6]}_wfc3_uvis_f606w_{name[:6]}01"
-    hla = f"hst_{program}_{name[4:6]}_wfc3_uvis_f606w"
-    rows = [
-        (hap, "HAP-SVM", "FLC", "SCIENCE", f"{hap}_flc.fits"),
-        (hla, "HLA", "DRZ", "SCIENCE", f"{hla}_drz.fits"),
-        (name.upper(), "CALWF3", "FLC", "PREVIEW", f"{name[:6]}01q_flc.jpg"),
-    ]
-    return [
-        visit
-        | {"obs_id": obs_id, "project": project, "productSubGroupDescription": group,
-           "productType": kind, "dataURI": f"mast:HST/product/{filename}",
-           "productFilename": filename}
-        for obs_id, project, group, kind, filename in rows
-    ]  # fmt: skip
 
 
 class FakeMast:
