@@ -765,6 +765,11 @@ def _html_flags(digest: Digest) -> str:
     )
 
 
+def _html_where_what(title: str, items: list[Problem], what: str) -> str:
+    rows = [f"<tr><td>{_esc(i.where)}</td><td>{_esc(i.reason)}</td></tr>" for i in items]
+    return f"<h2>{_esc(title)} ({len(items)})</h2>" + _html_table(["where", what], rows)
+
+
 def render_html(digest: Digest) -> str:
     """One self-contained page (inline CSS, no scripts, no links); every text is escaped."""
     body = [f"<h1>{_esc(_title(digest))}</h1>", f"<p>{_esc(_provenance(digest))}</p>",
@@ -773,10 +778,7 @@ def render_html(digest: Digest) -> str:
         rows = [f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in _facts_rows(digest)]
         body.append(f"<h2>What the night did</h2><table>{''.join(rows)}</table>")
     if digest.problems:
-        rows = [f"<tr><td>{_esc(p.where)}</td><td>{_esc(p.reason)}</td></tr>"
-                for p in digest.problems]  # fmt: skip
-        body.append(f"<h2>Problems ({len(digest.problems)})</h2>")
-        body.append(_html_table(["where", "reason"], rows))
+        body.append(_html_where_what("Problems", digest.problems, "reason"))
     if digest.outstanding:
         header, cells = _outstanding_rows(digest)
         rows = ["<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>" for row in cells]
@@ -786,10 +788,7 @@ def render_html(digest: Digest) -> str:
         rows = [f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in _skipped_rows(digest)]
         body.append(f"<h2>Not fetched, by design</h2><table>{''.join(rows)}</table>")
     if digest.warnings:
-        rows = [f"<tr><td>{_esc(w.where)}</td><td>{_esc(w.reason)}</td></tr>"
-                for w in digest.warnings]  # fmt: skip
-        body.append(f"<h2>Warnings ({len(digest.warnings)})</h2>")
-        body.append(_html_table(["where", "what"], rows))
+        body.append(_html_where_what("Warnings", digest.warnings, "what"))
     if digest.verdicts:
         body.append(_html_verdicts(digest))
     if digest.flag_counts:

@@ -360,13 +360,13 @@ def _wanted_products(products: Table, selection: MastSelection) -> tuple[Table, 
 
     pipeline = keep(products, project=list(selection.pipeline_projects))
     count("other_project", len(products) - len(pipeline))
-    fits = keep(pipeline, extension=list(FITS_EXTENSIONS))
+    fits_files = keep(pipeline, extension=list(FITS_EXTENSIONS))
     # Previews are never FITS: of the rows the FITS test drops, they are counted apart.
     previews = len(keep(pipeline, extension=list(PREVIEW_EXTENSIONS)))
     count("preview", previews)
-    count("not_fits", len(pipeline) - len(fits) - previews)
-    asked = keep(fits, productSubGroupDescription=list(selection.product_types))
-    count("other_product_type", len(fits) - len(asked))
+    count("not_fits", len(pipeline) - len(fits_files) - previews)
+    asked = keep(fits_files, productSubGroupDescription=list(selection.product_types))
+    count("other_product_type", len(fits_files) - len(asked))
     if not selection.public_only:
         return asked, skipped
     public = keep(asked, dataRights=PUBLIC_DATA_RIGHTS)

@@ -24,9 +24,10 @@ from mast_fixtures import (
 from sqlalchemy import Engine, insert, select, text, update
 
 from analysis import nightly as nightly_module
+from analysis.download_failures import RETRY_AFTER, Outstanding, next_try, split_due
 from analysis.nightly import NightlyOptions, _as_utc, run_nightly
 from dashboard import queries as dashboard_queries
-from ingest.mast import DOWNLOAD_URL_ENV, SKIP_REASONS, MastSelection, to_mjd
+from ingest.mast import DOWNLOAD_URL_ENV, SKIP_REASONS, MastProduct, MastSelection, to_mjd
 from ingest.synth import write_archive
 from models.cli import main
 from models.locks import job_lock
@@ -325,6 +326,25 @@ def test_a_file_that_fails_for_good_is_outstanding_and_the_nights_move_on(
     with engine.connect() as connection:
         record = connection.execute(select(DownloadFailure.__table__)).one()
     assert record.resolved_at is not None and record.attempts == 2
+
+
+def test_outstanding_files_wait_1_3_7_days_then_weekly() -> None:
+    failed = datetime(2026, 3, 1, 3, 15, tzinfo=UTC)
+    waits = [next_try(failed, attempts, RETRY_AFTER) - failed for attempts in range(1, 7)]
+    assert [wait.days for wait in waits] == [1, 3, 7, 7, 7, 7]
+    with pytest.raises(ValueError, match="attempts must be 1 or more"):
+        next_try(failed, 0, RETRY_AFTER)
+
+
+def test_a_file_due_tomorrow_is_due_to_tomorrows_run_even_if_it_starts_a_little_early() -> None:
+    last_night = datetime(2026, 3, 1, 3, 15, 20, tzinfo=UTC)
+    item = Outstanding(
+        MastProduct("mast:HST/product/x_jit.fits", "x_jit.fits", "x", "17097", "JIT", None),
+        "HTTP 404 Not Found", 1, last_night, next_try(last_night, 1, RETRY_AFTER),
+    )  # fmt: skip
+    tonight = last_night + timedelta(days=1) - timedelta(seconds=30)
+    assert split_due([item], tonight) == ([item], [])
+    assert split_due([item], last_night + timedelta(hours=12)) == ([], [item])
 
 
 def _summary(result: nightly_module.NightlyResult) -> list[tuple[str, list[str]]]:
