@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -241,11 +241,15 @@ class Discovery:
 
     ``skipped`` counts rows by reason (the keys of `SKIP_REASONS`); ``warnings`` say which rows
     should have been kept but could not be (a product not tied to its observation).
+    ``not_public`` are the products passed over only because they are not public yet and no
+    token was given: what MAST says of their rights and release, for whoever keeps track of
+    proprietary programs.
     """
 
     products: list[MastProduct]
     skipped: dict[str, int]
     warnings: list[str]
+    not_public: list[MastProduct] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -333,20 +337,30 @@ def find_products(
     if not found:
         return Discovery([], {}, [])
     with _mast_query(f"the product list of {selection.describe()}"):
-        wanted, skipped = _wanted_products(vstack(found), selection)
-    products, warnings = [], []
-    for row in wanted:
-        try:
-            products.append(_product(row, by_obsid))
-        except ValueError as exc:
-            warnings.append(f"MAST listed a product hstmon cannot file, skipped: {exc}")
+        wanted, not_public, skipped = _wanted_products(vstack(found), selection)
+    products, warnings = _products(wanted, by_obsid)
     if warnings:
         skipped["no_observation"] = len(warnings)
-    return Discovery(_unique_sorted(products), skipped, warnings)
+    withheld, _ = _products(not_public, by_obsid)  # counted as not public already
+    return Discovery(_unique_sorted(products), skipped, warnings, _unique_sorted(withheld))
 
 
-def _wanted_products(products: Table, selection: MastSelection) -> tuple[Table, dict[str, int]]:
-    """The rows of the selection's pipeline FITS products, and how many were passed over why.
+def _products(rows: Table, observations: dict[str, Row]) -> tuple[list[MastProduct], list[str]]:
+    """The products of some rows, and a warning for each row that cannot be filed."""
+    products, warnings = [], []
+    for row in rows:
+        try:
+            products.append(_product(row, observations))
+        except ValueError as exc:
+            warnings.append(f"MAST listed a product hstmon cannot file, skipped: {exc}")
+    return products, warnings
+
+
+def _wanted_products(
+    products: Table, selection: MastSelection
+) -> tuple[Table, Table, dict[str, int]]:
+    """The rows of the selection's pipeline FITS products, those of them withheld as not
+    public, and how many rows were passed over why.
 
     Each test is astroquery's ``filter_products``, in the order of `SKIP_REASONS`, so a row
     counts under the first reason it meets (a HAP preview is a HAP product).
@@ -368,10 +382,11 @@ def _wanted_products(products: Table, selection: MastSelection) -> tuple[Table, 
     asked = keep(fits_files, productSubGroupDescription=list(selection.product_types))
     count("other_product_type", len(fits_files) - len(asked))
     if not selection.public_only:
-        return asked, skipped
+        return asked, asked[:0], skipped
     public = keep(asked, dataRights=PUBLIC_DATA_RIGHTS)
     count("not_public", len(asked) - len(public))
-    return public, skipped
+    withheld = keep(asked, dataRights=f"!{PUBLIC_DATA_RIGHTS}")
+    return public, withheld, skipped
 
 
 class _TimeoutAdapter(HTTPAdapter):

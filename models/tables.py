@@ -496,8 +496,9 @@ class NightlyRun(Base):
     finished_at: Mapped[datetime | None] = _time("UTC end of the run; NULL while running or killed")
     status: Mapped[str] = mapped_column(
         String(16),
-        comment="running | succeeded | failed (some downloads failed: the window is covered "
-        "again) | error (stopped; message says why) | aborted (its process died)",
+        comment="running | succeeded (files outstanding in download_failure included) | failed "
+        "(a download failed for now: the window is covered again) | error (stopped; message "
+        "says why) | aborted (its process died)",
     )
     stage: Mapped[str] = mapped_column(
         String(16), comment="last stage begun: discover | download | ingest | analyze | digest"
@@ -515,7 +516,10 @@ class NightlyRun(Base):
         HeaderJSON, comment="selection (programs, instruments, products), archive root, scheduler"
     )
     counts: Mapped[dict[str, Any] | None] = mapped_column(
-        HeaderJSON, nullable=True, comment="products found, downloaded, present, failed; files"
+        HeaderJSON,
+        nullable=True,
+        comment="products found, skipped (by reason), downloaded, present, failed (permanent "
+        "apart), retries due; files; files outstanding",
     )
     ingest_run_id: Mapped[int | None] = mapped_column(
         ForeignKey("ingest_run.run_id", ondelete="SET NULL"),

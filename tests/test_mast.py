@@ -293,12 +293,17 @@ def test_proprietary_products_are_fetched_only_with_a_token(portal: MastPortalRe
     public = find_products(MastSelection(programs=("16990",)))
     assert [p for p in public.products if p.obs_id.startswith("ieou04")] == []
     assert public.skipped["not_public"] == 4
+    # Withheld, not forgotten: their rights and release stay known, for access control.
+    assert {(p.filename, p.data_rights) for p in public.not_public} == {
+        ("ieou04010_jif.fits", "EXCLUSIVE_ACCESS"), ("ieou04010_jit.fits", "EXCLUSIVE_ACCESS"),
+        ("ieou04g1q_flt.fits", "EXCLUSIVE_ACCESS"), ("ieou04g1q_flc.fits", "PROPRIETARY"),
+    }  # fmt: skip
     with_token = find_products(MastSelection(programs=("16990",), public_only=False))
     hidden = {p.filename: p for p in with_token.products if p.obs_id.startswith("ieou04")}
     assert sorted(hidden) == [
         "ieou04010_jif.fits", "ieou04010_jit.fits", "ieou04g1q_flc.fits", "ieou04g1q_flt.fits",
     ]  # fmt: skip
-    assert "not_public" not in with_token.skipped
+    assert "not_public" not in with_token.skipped and with_token.not_public == []
     # What MAST says of their rights and release stays on the product, for access control.
     assert hidden["ieou04g1q_flc.fits"].data_rights == "PROPRIETARY"
     assert hidden["ieou04010_jif.fits"].data_rights == "EXCLUSIVE_ACCESS"

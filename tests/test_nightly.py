@@ -541,6 +541,16 @@ def test_the_token_is_used_and_stored_nowhere(
         assert token not in path.read_text()
 
 
+def test_an_instrument_without_a_known_pipeline_needs_its_project(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    arguments = ["nightly", "--db", db, "--archive", str(tmp_path), "--instrument", "NICMOS/NIC2"]
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 2, result.output
+    assert "no calibration pipeline known for NICMOS/NIC2" in result.output
+    assert "--project" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "store.sqlite").exists()  # refused before anything ran
+
+
 def test_nightly_help_explains_the_job() -> None:
     result = CliRunner().invoke(main, ["nightly", "--help"])
     assert result.exit_code == 0

@@ -1,4 +1,5 @@
-"""download failures: download_failure (MAST files that failed for good reason, and their next try)
+"""download failures: download_failure (MAST files that failed for good reason, and their next try);
+nightly_run's status and counts comments say what a run with outstanding files is
 
 Revision ID: 0006
 Revises: 0004
@@ -9,14 +10,46 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0006"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+_NIGHTLY_COMMENTS = {  # column: (before, after)
+    "status": (
+        "running | succeeded | failed (some downloads failed: the window is covered again) | error (stopped; message says why) | aborted (its process died)",
+        "running | succeeded (files outstanding in download_failure included) | failed (a download failed for now: the window is covered again) | error (stopped; message says why) | aborted (its process died)",
+    ),
+    "counts": (
+        "products found, downloaded, present, failed; files",
+        "products found, skipped (by reason), downloaded, present, failed (permanent apart), retries due; files; files outstanding",
+    ),
+}
+_NIGHTLY_TYPES = {
+    "status": sa.String(length=16),
+    "counts": sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+}
+
+
+def _comment_nightly_run(after: bool) -> None:
+    # SQLite keeps no column comments: only PostgreSQL has them to change.
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    for column, comments in _NIGHTLY_COMMENTS.items():
+        op.alter_column(
+            "nightly_run",
+            column,
+            existing_type=_NIGHTLY_TYPES[column],
+            existing_nullable=column == "counts",
+            comment=comments[after],
+            existing_comment=comments[not after],
+        )
+
 
 def upgrade() -> None:
+    _comment_nightly_run(after=True)
     op.create_table(
         "download_failure",
         sa.Column(
@@ -124,5 +157,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    _comment_nightly_run(after=False)
     op.drop_index("ix_download_failure_resolved_at_next_try_at", table_name="download_failure")
     op.drop_table("download_failure")
