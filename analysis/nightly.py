@@ -244,26 +244,8 @@ def _record_error(run: _Run, exc: BaseException) -> None:
 
 
 def _stages(engine: Engine, options: NightlyOptions, run: _Run, window: tuple) -> NightlyResult:
-    now = window[1]
-    selection = replace(
-        options.selection,
-        since=window[0],
-        until=window[1],
-        public_only=resolve_token(options.token) is None,
-    )
     with run.stage("discover"):
-        discovery = find_products(selection, progress=options.progress)
-        with engine.connect() as connection:
-            due, waiting = split_due(read_outstanding(connection), now)
-        wanted = _wanted(discovery, due, waiting)
-        to_fetch, present = split_present(wanted, options.archive_root)
-        run.counts.update(
-            products_found=len(discovery.products),
-            products_present=len(present),
-            products_skipped=dict(sorted(discovery.skipped.items())),
-            retries_due=len(due),
-            retries_waiting=len(waiting),
-        )
+        discovery, wanted, to_fetch, present = _discover(engine, options, run, window)
     # One Dask client for downloads and parsing; none started on a night with nothing to do.
     with ExitStack() as cluster:
         client = (
@@ -274,7 +256,7 @@ def _stages(engine: Engine, options: NightlyOptions, run: _Run, window: tuple) -
         with run.stage("download"):
             outcomes = _download(options, to_fetch, client)
             record_downloads(
-                engine, run.run_id, wanted, outcomes, present, now, options.retry_schedule
+                engine, run.run_id, wanted, outcomes, present, window[1], options.retry_schedule
             )
             _count_downloads(run.counts, outcomes)
         with run.stage("ingest"):
@@ -285,28 +267,54 @@ def _stages(engine: Engine, options: NightlyOptions, run: _Run, window: tuple) -
         )
         run.counts["exposures_analyzed"] = analysis.exposures_analyzed
     with run.stage("digest", analysis_run_id=analysis.run_id):
-        with engine.connect() as connection:
-            outstanding = read_outstanding(connection)
-        run.counts["files_outstanding"] = len(outstanding)
-        report = _NightReport(
-            problems=_problems(outcomes, ingest),
-            outstanding=_outstanding_files(outstanding, outcomes),
-            skipped={SKIP_REASONS[k]: n for k, n in run.counts["products_skipped"].items()},
-            warnings=_warnings(discovery, outcomes),
-        )
+        report = _night_report(engine, run, discovery, outcomes, ingest)
         digest = _digest(engine, run, analysis.run_id, report, window, options.today)
         stem = f"nightly-{run.run_id:05d}-{window[1]:%Y%m%d}"
         paths = write_digest(digest, _digest_dir(options), stem)
-    transient = run.counts["downloads_failed"] - run.counts["downloads_failed_permanent"]
-    status = "failed" if transient else "succeeded"
+    status, message = _ending(run.counts)
+    run.finish(status, message, digest=_stored_digest(digest_json(digest), paths))
+    return NightlyResult(run.run_id, status, window, run.counts, digest, paths)
+
+
+def _discover(
+    engine: Engine, options: NightlyOptions, run: _Run, window: tuple
+) -> tuple[Discovery, list[MastProduct], list[MastProduct], list[MastProduct]]:
+    """(what MAST listed, tonight's products, those to fetch, those already in place).
+
+    Proprietary products are asked for only with a token; outstanding files come in when due.
+    """
+    selection = replace(
+        options.selection,
+        since=window[0],
+        until=window[1],
+        public_only=resolve_token(options.token) is None,
+    )
+    discovery = find_products(selection, progress=options.progress)
+    with engine.connect() as connection:
+        due, waiting = split_due(read_outstanding(connection), window[1])
+    wanted = _wanted(discovery, due, waiting)
+    to_fetch, present = split_present(wanted, options.archive_root)
+    run.counts.update(
+        products_found=len(discovery.products),
+        products_present=len(present),
+        products_skipped=dict(sorted(discovery.skipped.items())),
+        retries_due=len(due),
+        retries_waiting=len(waiting),
+    )
+    return discovery, wanted, to_fetch, present
+
+
+def _ending(counts: dict[str, Any]) -> tuple[str, str | None]:
+    """(status, message): a download that failed for now fails the run, so that the next run
+    covers the window again; files outstanding for good reason do not."""
+    transient = counts["downloads_failed"] - counts["downloads_failed_permanent"]
+    if not transient:
+        return "succeeded", None
     message = (
         f"{transient} downloads failed for now (server errors, timeouts, lost connections); "
         "the next run asks for them again"
-        if transient
-        else None
     )
-    run.finish(status, message, digest=_stored_digest(digest_json(digest), paths))
-    return NightlyResult(run.run_id, status, window, run.counts, digest, paths)
+    return "failed", message
 
 
 def _wanted(
@@ -394,6 +402,24 @@ class _NightReport:
     outstanding: list[OutstandingFile]
     skipped: dict[str, int]
     warnings: list[tuple[str, str]]
+
+
+def _night_report(
+    engine: Engine,
+    run: _Run,
+    discovery: Discovery,
+    outcomes: list[DownloadOutcome],
+    ingest: IngestSummary | None,
+) -> _NightReport:
+    with engine.connect() as connection:
+        outstanding = read_outstanding(connection)
+    run.counts["files_outstanding"] = len(outstanding)
+    return _NightReport(
+        problems=_problems(outcomes, ingest),
+        outstanding=_outstanding_files(outstanding, outcomes),
+        skipped={SKIP_REASONS[k]: n for k, n in run.counts["products_skipped"].items()},
+        warnings=_warnings(discovery, outcomes),
+    )
 
 
 def _problems(
