@@ -2,7 +2,9 @@
 
 "New" means rows of ``flag`` and ``verdict`` written by the given analysis runs: analysis is
 incremental, so those are exactly the exposures (and their visits) that changed overnight.
-:func:`build_digest` reads them into one :class:`Digest`; the renderers only format it.
+:func:`build_digest` reads them into one :class:`Digest`, with what the caller says of the night
+(problems, files still outstanding, what discovery passed over, warnings); the renderers only
+format it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "NOTHING_NEW",
     "Digest",
     "FlagItem",
+    "OutstandingFile",
     "Problem",
     "VerdictItem",
     "build_digest",
@@ -102,6 +105,21 @@ class Problem:
 
 
 @dataclass
+class OutstandingFile:
+    """A MAST file whose download failed for good reason (4xx, not FITS), tried again from
+    ``next_try_at`` (UTC); ``attempts`` nightly runs have failed on it, tonight's included when
+    ``failed_tonight``."""
+
+    filename: str
+    uri: str
+    reason: str
+    attempts: int
+    first_failed_at: datetime
+    next_try_at: datetime
+    failed_tonight: bool
+
+
+@dataclass
 class Digest:
     """Everything the nightly digest says, read once from the store; renderers only format it."""
 
@@ -114,6 +132,9 @@ class Digest:
     flags: list[FlagItem]  # high, medium, info; at most max_flags of them
     flag_counts: dict[str, dict[str, int]]  # rule -> severity -> flags (all, not only listed)
     problems: list[Problem]
+    outstanding: list[OutstandingFile] = field(default_factory=list)  # soonest next try first
+    skipped: dict[str, int] = field(default_factory=dict)  # why discovery passed over -> rows
+    warnings: list[Problem] = field(default_factory=list)  # odd but not failed
 
     @property
     def flags_total(self) -> int:
@@ -133,8 +154,17 @@ class Digest:
 
     @property
     def nothing_new(self) -> bool:
-        """No new verdict needing action, no new flag, and no problem: a quiet night."""
-        return not self.verdicts and not self.flag_counts and not self.problems
+        """No new verdict needing action, no new flag, no problem and no file newly
+        outstanding: a quiet night (files outstanding from earlier nights are still listed)."""
+        newly_outstanding = any(
+            item.failed_tonight and item.attempts == 1 for item in self.outstanding
+        )
+        return (
+            not self.verdicts
+            and not self.flag_counts
+            and not self.problems
+            and not newly_outstanding
+        )
 
 
 # --- Reading the store ----------------------------------------------------------------------------
@@ -146,6 +176,9 @@ def build_digest(
     *,
     facts: dict[str, Any],
     problems: Sequence[tuple[str, str]] = (),
+    outstanding: Sequence[OutstandingFile] = (),
+    skipped: dict[str, int] | None = None,
+    warnings: Sequence[tuple[str, str]] = (),
     window: tuple[datetime | None, datetime | None] = (None, None),
     today: date | None = None,
     max_flags: int = 500,
@@ -154,6 +187,8 @@ def build_digest(
 
     ``today`` (default: the UTC date now) is the day ``days_left`` counts from. At most
     ``max_flags`` flags are listed, the most severe first; ``flag_counts`` counts them all.
+    ``problems`` and ``warnings`` are (where, what) pairs; ``skipped`` counts what discovery
+    passed over, by the reason in words.
     """
     if max_flags < 0:
         msg = f"max_flags must be 0 or more, not {max_flags}"
@@ -171,6 +206,9 @@ def build_digest(
         flags=_read_flags(connection, run_ids, max_flags) if run_ids else [],
         flag_counts=_read_flag_counts(connection, run_ids) if run_ids else {},
         problems=[Problem(str(where), str(reason)) for where, reason in problems],
+        outstanding=list(outstanding),
+        skipped=dict(skipped or {}),
+        warnings=[Problem(str(where), str(what)) for where, what in warnings],
     )
 
 
@@ -442,7 +480,37 @@ def _summary_blocks(digest: Digest) -> list[tuple[str, list[str]]]:
         if len(digest.problems) > HEADLINE_ITEMS:
             items.append(f"… and {len(digest.problems) - HEADLINE_ITEMS} more, listed below")
         blocks.append((f"{_plural(len(digest.problems), 'problem')} during the night:", items))
+    if digest.outstanding:
+        items = [_outstanding_words(o) for o in digest.outstanding[:HEADLINE_ITEMS]]
+        if len(digest.outstanding) > HEADLINE_ITEMS:
+            items.append(f"… and {len(digest.outstanding) - HEADLINE_ITEMS} more, listed below")
+        count = len(digest.outstanding)
+        lead = (
+            f"{_plural(count, 'file')} from MAST {'is' if count == 1 else 'are'} outstanding "
+            "(refused, missing or broken; tried again later on a slower schedule):"
+        )
+        blocks.append((lead, items))
     return blocks
+
+
+def _outstanding_words(item: OutstandingFile) -> str:
+    return (
+        f"{item.filename}: {item.reason}; next try from {_when(item.next_try_at)} "
+        f"(failed {_plural(item.attempts, 'night')})"
+    )
+
+
+def _outstanding_rows(digest: Digest) -> tuple[list[str], list[list[str]]]:
+    header = ["file", "next try from", "nights failed", "first failed", "reason"]
+    rows = [
+        [o.filename, _when(o.next_try_at), str(o.attempts), _when(o.first_failed_at), o.reason]
+        for o in digest.outstanding
+    ]
+    return header, rows
+
+
+def _skipped_rows(digest: Digest) -> list[tuple[str, str]]:
+    return [(reason, str(count)) for reason, count in digest.skipped.items()]
 
 
 def _facts_rows(digest: Digest) -> list[tuple[str, str]]:
@@ -519,6 +587,15 @@ def render_text(digest: Digest, *, details: bool = True) -> str:
     if digest.problems:
         lines += ["", f"Problems ({len(digest.problems)})"]
         lines += [f"  {p.where}: {p.reason}" for p in digest.problems]
+    if digest.outstanding:
+        lines += ["", f"Outstanding downloads ({len(digest.outstanding)})"]
+        lines += _text_table(*_outstanding_rows(digest))
+    if digest.skipped:
+        lines += ["", "Not fetched, by design (rows MAST listed)"]
+        lines += _text_table(["", ""], [list(row) for row in _skipped_rows(digest)])[1:]
+    if digest.warnings:
+        lines += ["", f"Warnings ({len(digest.warnings)})"]
+        lines += [f"  {w.where}: {w.reason}" for w in digest.warnings]
     if digest.verdicts:
         lines += _text_verdicts(digest)
     if digest.flag_counts:
@@ -594,6 +671,18 @@ def render_markdown(digest: Digest) -> str:
     if digest.problems:
         lines += ["", f"## Problems ({len(digest.problems)})", ""]
         lines += [f"- {_md_code(p.where)}: {_md(p.reason)}" for p in digest.problems]
+    if digest.outstanding:
+        header, rows = _outstanding_rows(digest)
+        rows = [[_md_code(row[0]), *(_md(cell) for cell in row[1:])] for row in rows]
+        lines += ["", f"## Outstanding downloads ({len(digest.outstanding)})", ""]
+        lines += _md_table(header, rows)
+    if digest.skipped:
+        rows = [[_md(reason), count] for reason, count in _skipped_rows(digest)]
+        lines += ["", "## Not fetched, by design", ""]
+        lines += _md_table(["rows MAST listed", "rows"], rows)
+    if digest.warnings:
+        lines += ["", f"## Warnings ({len(digest.warnings)})", ""]
+        lines += [f"- {_md_code(w.where)}: {_md(w.reason)}" for w in digest.warnings]
     if digest.verdicts:
         lines += _md_verdicts(digest)
     if digest.flag_counts:
@@ -621,7 +710,8 @@ def _html_table(header: list[str], rows: list[str]) -> str:
 
 def _html_summary(digest: Digest) -> str:
     kinds = {v.verdict for v in digest.verdicts}
-    css = next((k for k in _VERDICT_ORDER if k in kinds), "helpdesk" if digest.problems else "ok")
+    attention = digest.problems or digest.outstanding
+    css = next((k for k in _VERDICT_ORDER if k in kinds), "helpdesk" if attention else "ok")
     parts = []
     for lead, items in _summary_blocks(digest):
         parts.append(f"<p>{_esc(lead)}</p>")
@@ -675,6 +765,11 @@ def _html_flags(digest: Digest) -> str:
     )
 
 
+def _html_where_what(title: str, items: list[Problem], what: str) -> str:
+    rows = [f"<tr><td>{_esc(i.where)}</td><td>{_esc(i.reason)}</td></tr>" for i in items]
+    return f"<h2>{_esc(title)} ({len(items)})</h2>" + _html_table(["where", what], rows)
+
+
 def render_html(digest: Digest) -> str:
     """One self-contained page (inline CSS, no scripts, no links); every text is escaped."""
     body = [f"<h1>{_esc(_title(digest))}</h1>", f"<p>{_esc(_provenance(digest))}</p>",
@@ -683,10 +778,17 @@ def render_html(digest: Digest) -> str:
         rows = [f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in _facts_rows(digest)]
         body.append(f"<h2>What the night did</h2><table>{''.join(rows)}</table>")
     if digest.problems:
-        rows = [f"<tr><td>{_esc(p.where)}</td><td>{_esc(p.reason)}</td></tr>"
-                for p in digest.problems]  # fmt: skip
-        body.append(f"<h2>Problems ({len(digest.problems)})</h2>")
-        body.append(_html_table(["where", "reason"], rows))
+        body.append(_html_where_what("Problems", digest.problems, "reason"))
+    if digest.outstanding:
+        header, cells = _outstanding_rows(digest)
+        rows = ["<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>" for row in cells]
+        body.append(f"<h2>Outstanding downloads ({len(digest.outstanding)})</h2>")
+        body.append(_html_table(header, rows))
+    if digest.skipped:
+        rows = [f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in _skipped_rows(digest)]
+        body.append(f"<h2>Not fetched, by design</h2><table>{''.join(rows)}</table>")
+    if digest.warnings:
+        body.append(_html_where_what("Warnings", digest.warnings, "what"))
     if digest.verdicts:
         body.append(_html_verdicts(digest))
     if digest.flag_counts:
