@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import os
 import re
 import threading
 import time
@@ -396,3 +398,34 @@ class _ToLocalServer(BaseAdapter):
 
     def close(self) -> None:
         self._http.close()
+
+
+# --- a night in a process of its own, to be killed -----------------------------------------
+
+
+def _night_in_own_session(observations: dict, products: dict, options: object) -> None:
+    """Child process: its own session (so the test can kill it with its Dask workers), the
+    portal replayed with the given rows, then the night."""
+    from analysis.nightly import run_nightly
+
+    os.setsid()
+    replay = replay_mast_portal(pytest.MonkeyPatch())
+    replay.observations, replay.products = observations, products
+    run_nightly(options)  # type: ignore[arg-type]
+
+
+def start_night_in_own_session(
+    replay: MastPortalReplay, options: object
+) -> multiprocessing.process.BaseProcess:
+    """Start ``run_nightly(options)`` in a new process and session, seeing ``replay``'s rows.
+
+    The download server keeps running in this process; the child reaches it over HTTP, and its
+    own local Dask workers inherit the environment (the download URL). Kill the whole night with
+    ``os.killpg(process.pid, SIGKILL)``.
+    """
+    context = multiprocessing.get_context("spawn")
+    process = context.Process(
+        target=_night_in_own_session, args=(replay.observations, replay.products, options)
+    )
+    process.start()
+    return process

@@ -6,13 +6,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import signal
 import socket
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import database_snapshot, scratch_database
 from dask.distributed import Client
 from mast_fixtures import (
     MastDownloadServer,
@@ -20,8 +24,10 @@ from mast_fixtures import (
     recorded,
     replay_mast_portal,
     rows_beside_the_pipeline_files,
+    start_night_in_own_session,
 )
 from sqlalchemy import Engine, insert, select, text, update
+from sqlalchemy.engine import make_url
 
 from analysis import nightly as nightly_module
 from analysis.download_failures import RETRY_AFTER, Outstanding, next_try, split_due
@@ -30,6 +36,7 @@ from dashboard import queries as dashboard_queries
 from ingest.mast import DOWNLOAD_URL_ENV, SKIP_REASONS, MastProduct, MastSelection, to_mjd
 from ingest.synth import write_archive
 from models.cli import main
+from models.database import make_engine
 from models.locks import job_lock
 from models.tables import DownloadFailure, IngestRun, NightlyRun
 
@@ -573,3 +580,59 @@ def test_mast_out_of_reach_is_a_recorded_error_with_a_readable_message(
     (run,) = _runs(engine)
     assert (run.status, run.stage) == ("error", "discover")
     assert "MastError" in run.message
+
+
+def _archive_files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("killed_after_share", [0.25, 0.75])
+def test_a_night_killed_during_its_downloads_then_run_again_equals_a_clean_night(
+    fake_mast: FakeMast,
+    database_url: str,
+    engine: Engine,
+    dask_scheduler: str,
+    tmp_path: Path,
+    killed_after_share: float,
+) -> None:
+    """SIGKILL of the night (and its Dask workers) with part of its files fetched: the same
+    night again fetches the rest and leaves the archive and the database a clean night would."""
+    visits = fake_mast.visits()[:12]
+    fake_mast.release(visits, datetime.now(UTC) - timedelta(hours=12))
+    fake_mast.server.latency_s = 0.05  # downloads long enough to be interrupted in the middle
+    n_files = fake_mast.files(visits)
+    kind = make_url(database_url).get_backend_name()
+    with scratch_database(kind, tmp_path / "clean", "hstmon_night") as clean_url:
+        clean_night = run_nightly(_options(tmp_path / "clean", clean_url, dask_scheduler))
+        assert clean_night.status == "succeeded", clean_night.counts
+        clean_engine = make_engine(clean_url)
+        clean = database_snapshot(clean_engine)
+        clean_engine.dispose()
+    clean_archive = _archive_files(tmp_path / "clean" / "archive")
+    assert len(clean_archive) == n_files
+
+    # The same night in another database, on the same archive path, killed mid-download.
+    shutil.rmtree(tmp_path / "clean" / "archive")
+    options = _options(tmp_path / "clean", database_url, dask_scheduler)
+    served_before = len(fake_mast.server.served)
+    night = start_night_in_own_session(
+        fake_mast.portal, dataclasses.replace(options, scheduler=None, workers=2)
+    )
+    deadline = time.monotonic() + 180
+    while len(fake_mast.server.served) - served_before < killed_after_share * n_files:
+        assert night.is_alive(), "the night ended before it could be killed"
+        assert time.monotonic() < deadline, "the night never fetched its files"
+        time.sleep(0.005)
+    os.killpg(night.pid, signal.SIGKILL)
+    night.join(30)
+    fetched = _archive_files(tmp_path / "clean" / "archive")
+    assert 0 < len(fetched) < n_files, "the kill should land during the downloads"
+
+    again = run_nightly(options)
+    assert again.status == "succeeded", again.counts
+    assert again.aborted_runs, "the killed night is found dead and marked aborted"
+    assert _archive_files(tmp_path / "clean" / "archive") == clean_archive
+    assert database_snapshot(engine) == clean
