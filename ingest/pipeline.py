@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -119,18 +120,40 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Client]:
             yield client
         return
     n_workers = workers or os.cpu_count() or 1
-    with (
-        LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=1,
-            processes=True,
-            # Any free port: the default 8787 is taken when another cluster runs on this machine.
-            dashboard_address=":0",
-            silence_logs=40,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    cluster = LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=1,
+        processes=True,
+        # Any free port: the default 8787 is taken when another cluster runs on this machine.
+        dashboard_address=":0",
+        silence_logs=logging.ERROR,
+    )
+    client = Client(cluster)
+    try:
         yield client
+    finally:
+        with _dask_logs_muted():
+            client.close()
+            cluster.close()
+
+
+@contextmanager
+def _dask_logs_muted() -> Iterator[None]:
+    """Silence Dask's own logging in this process while a finished local cluster shuts down.
+
+    Workers and scheduler closing one after the other may log the comms they lose on the way
+    ("CommClosedError: Stream is closed"): nothing a user can act on, printed after the run's
+    own last line. Errors during the run itself are not affected.
+    """
+    loggers = [logging.getLogger(name) for name in ("distributed", "tornado")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 @contextmanager

@@ -38,11 +38,16 @@ def run_migrations_online() -> None:
 
 
 def _run(connection) -> None:  # type: ignore[no-untyped-def]
+    is_sqlite = connection.dialect.name == "sqlite"
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         compare_type=True,
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=is_sqlite,
+        # Every migration of one upgrade in one transaction, on SQLite too (models.database
+        # hands over a connection whose SQLite transactions hold DDL): a killed upgrade leaves
+        # the schema as it was, never half made.
+        transactional_ddl=True,
     )
     with context.begin_transaction():
         context.run_migrations()

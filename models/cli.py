@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from models.database import (
     DATABASE_URL_ENV,
+    SchemaRepairError,
     downgrade,
     make_engine,
     resolve_database_url,
@@ -137,9 +138,11 @@ def db_upgrade(database_url: str | None, revision: str) -> None:
     """Create the database schema, or upgrade it to the latest version."""
     url = resolve_database_url(database_url)
     try:
-        upgrade(url, revision)
-    except SQLAlchemyError as exc:
+        removed = upgrade(url, revision)
+    except (SQLAlchemyError, SchemaRepairError) as exc:
         raise click.ClickException(f"cannot upgrade {_describe(url)}: {exc}") from exc
+    if removed:
+        click.echo(f"Removed the remains of an unfinished upgrade: {removed.describe()}")
     click.echo(f"Database at revision {revision}: {_describe(url)}")
 
 

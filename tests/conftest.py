@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from dask.distributed import LocalCluster
+from postgres_server import PostgresServer, server_programs_missing
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.engine import make_url
 
@@ -26,11 +27,30 @@ def real_data() -> Path:
     return REAL_DATA
 
 
+_throwaway_server: list[PostgresServer] = []  # started at most once, on first need
+
+
 def _postgres_admin_url() -> str:
+    """The server the PostgreSQL tests use: the one named, else a throwaway one of our own."""
     url = os.environ.get(POSTGRES_URL_ENV)
-    if not url:
-        pytest.skip(f"set {POSTGRES_URL_ENV} to run this test on PostgreSQL too (.ci/run does)")
-    return url
+    if url:
+        return url
+    if not _throwaway_server:
+        reason = server_programs_missing()
+        if reason:
+            pytest.skip(
+                f"no PostgreSQL for this test: {POSTGRES_URL_ENV} is unset and {reason} "
+                "(.ci/run sets the variable)"
+            )
+        server = PostgresServer()
+        server.start()
+        _throwaway_server.append(server)
+    return _throwaway_server[0].url
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for server in _throwaway_server:
+        server.remove()
 
 
 @contextmanager

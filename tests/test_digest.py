@@ -24,6 +24,7 @@ from analysis.digest import (
     NOTHING_NEW,
     Digest,
     FlagItem,
+    OutstandingFile,
     VerdictItem,
     _what_happened,
     build_digest,
@@ -265,6 +266,61 @@ def test_problems_and_facts_are_listed_in_every_format(night: Digest) -> None:
     assert "  files discovered    475" in text_ and "| files failed | 2 |" in markdown
     assert "<tr><th>exposures analysed</th><td>600</td></tr>" in page
     assert "Files discovered between 2022-05-07 03:00 UTC and 2022-05-08 03:00 UTC." in text_
+
+
+def _outstanding(filename: str, attempts: int, *, tonight: bool) -> OutstandingFile:
+    failed = datetime(2022, 5, 8, 3, 0, tzinfo=UTC)
+    return OutstandingFile(
+        filename=filename,
+        uri=f"mast:HST/product/{filename}",
+        reason="HTTP 404 Not Found: File not found (gave up after 1 attempt)",
+        attempts=attempts,
+        first_failed_at=failed,
+        next_try_at=datetime(2022, 5, 9, 3, 0, tzinfo=UTC),
+        failed_tonight=tonight,
+    )
+
+
+def test_outstanding_files_skipped_rows_and_warnings_are_listed_in_every_format(
+    store_engine: Engine, store: Store
+) -> None:
+    outstanding = [_outstanding("iepp02a1q_flt.fits", 1, tonight=True)]
+    skipped = {"not the instrument's calibration pipeline (HAP and HLA products)": 6}
+    warnings = [("download mast:HST/product/iepp01uvq_flc.fits", "MAST lists 10 bytes")]
+    digest = _digest(
+        store_engine, [store.second.run_id], outstanding=outstanding, skipped=skipped,
+        warnings=warnings,
+    )  # fmt: skip
+    text_, markdown, page = render_text(digest), render_markdown(digest), render_html(digest)
+    document = digest_json(digest)
+    lead = "1 file from MAST is outstanding (refused, missing or broken; tried again later"
+    assert lead in text_ and lead in page
+    assert "  - iepp02a1q_flt.fits: HTTP 404 Not Found" in text_
+    assert "next try from 2022-05-09 03:00 UTC (failed 1 night)" in render_text(
+        digest, details=False
+    )
+    assert "Outstanding downloads (1)" in text_ and "## Outstanding downloads (1)" in markdown
+    assert "| `iepp02a1q_flt.fits` | 2022-05-09 03:00 UTC | 1 |" in markdown
+    assert "<td>iepp02a1q_flt.fits</td><td>2022-05-09 03:00 UTC</td><td>1</td>" in page
+    assert "Not fetched, by design" in text_ and "HAP and HLA products)  6" in text_
+    assert "| not the instrument's calibration pipeline (HAP and HLA products) | 6 |" in markdown
+    assert "Warnings (1)" in text_ and f"- `{warnings[0][0]}`: MAST lists 10 bytes" in markdown
+    assert document["outstanding"][0]["next_try_at"] == "2022-05-09T03:00:00+00:00"
+    assert document["skipped"] == skipped
+    assert document["warnings"] == [{"where": warnings[0][0], "reason": "MAST lists 10 bytes"}]
+
+
+def test_a_file_newly_outstanding_is_news_one_outstanding_since_before_is_not(
+    store_engine: Engine, store: Store
+) -> None:
+    def quiet_with(item: OutstandingFile) -> Digest:
+        return _digest(store_engine, [store.second.run_id], outstanding=[item])
+
+    assert not quiet_with(_outstanding("iepp02a1q_flt.fits", 1, tonight=True)).nothing_new
+    assert quiet_with(_outstanding("iepp02a1q_flt.fits", 2, tonight=True)).nothing_new
+    still = quiet_with(_outstanding("iepp02a1q_flt.fits", 1, tonight=False))
+    assert still.nothing_new
+    assert NOTHING_NEW in render_text(still) and "iepp02a1q_flt.fits" in render_text(still)
 
 
 def test_terminal_text_is_plain_and_can_stop_after_the_summary(night: Digest) -> None:

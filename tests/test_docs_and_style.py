@@ -48,3 +48,29 @@ def test_code_is_ruff_clean() -> None:
         [sys.executable, "-m", "ruff", "check", str(ROOT)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout
+
+
+def test_constraints_pin_every_dependency_within_its_declared_range() -> None:
+    """Production installs with constraints.txt: it must pin each declared dependency, validly."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = [Requirement(r) for r in project["dependencies"]]
+    declared += [
+        Requirement(r) for extra in project["optional-dependencies"].values() for r in extra
+    ]
+    pins: dict[str, str] = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not a name==version pin"
+            pins[canonicalize_name(name)] = version.strip()
+    for requirement in declared:
+        pinned = pins.get(canonicalize_name(requirement.name))
+        assert pinned is not None, f"constraints.txt does not pin {requirement.name}"
+        assert requirement.specifier.contains(pinned), (
+            f"constraints.txt pins {requirement.name}=={pinned}, outside {requirement.specifier}"
+        )

@@ -1,7 +1,7 @@
 """program access: proprietary programs, grants, and row-level security on PostgreSQL
 
 Revision ID: 0008
-Revises: 0004
+Revises: 0006
 Create Date: 2026-11-27 10:12:05.118230+00:00
 
 On PostgreSQL every table that holds a program's data gets a row-level security policy: a role
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008"
-down_revision: str | None = "0004"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
