@@ -43,6 +43,7 @@ from ingest.mast import (
     split_present,
 )
 from ingest.pipeline import IngestSummary, dask_client, run_ingest
+from models.access import Viewer, hidden_programs, record_data_rights, summarize_rights
 from models.database import ensure_schema, make_engine
 from models.locks import job_lock
 from models.runs import open_run, this_process
@@ -267,7 +268,7 @@ def _stages(engine: Engine, options: NightlyOptions, run: _Run, window: tuple) -
         )
         run.counts["exposures_analyzed"] = analysis.exposures_analyzed
     with run.stage("digest", analysis_run_id=analysis.run_id):
-        report = _night_report(engine, run, discovery, outcomes, ingest)
+        report = _night_report(engine, run, discovery, outcomes, ingest, options.archive_root)
         digest = _digest(engine, run, analysis.run_id, report, window, options.today)
         stem = f"nightly-{run.run_id:05d}-{window[1]:%Y%m%d}"
         paths = write_digest(digest, _digest_dir(options), stem)
@@ -290,6 +291,12 @@ def _discover(
         public_only=resolve_token(options.token) is None,
     )
     discovery = find_products(selection, progress=options.progress)
+    # Before any file lands: a program MAST keeps exclusive is hidden from the start (the
+    # products withheld for want of a token say so too).
+    listed = [*discovery.products, *discovery.not_public]
+    record_data_rights(
+        engine, summarize_rights((p.proposal_id, p.data_rights, p.released_at) for p in listed)
+    )
     with engine.connect() as connection:
         due, waiting = split_due(read_outstanding(connection), window[1])
     wanted = _wanted(discovery, due, waiting)
@@ -398,7 +405,7 @@ class _NightReport:
     """What the night says beside its analysis: failures, outstanding files, what discovery
     passed over (words -> rows) and warnings, as (where, what) pairs."""
 
-    problems: list[tuple[str, str]]
+    problems: list[tuple[str, str, int | None]]  # (where, what, program)
     outstanding: list[OutstandingFile]
     skipped: dict[str, int]
     warnings: list[tuple[str, str]]
@@ -410,12 +417,13 @@ def _night_report(
     discovery: Discovery,
     outcomes: list[DownloadOutcome],
     ingest: IngestSummary | None,
+    archive_root: Path,
 ) -> _NightReport:
     with engine.connect() as connection:
         outstanding = read_outstanding(connection)
     run.counts["files_outstanding"] = len(outstanding)
     return _NightReport(
-        problems=_problems(outcomes, ingest),
+        problems=_problems(outcomes, ingest, archive_root),
         outstanding=_outstanding_files(outstanding, outcomes),
         skipped={SKIP_REASONS[k]: n for k, n in run.counts["products_skipped"].items()},
         warnings=_warnings(discovery, outcomes),
@@ -423,18 +431,31 @@ def _night_report(
 
 
 def _problems(
-    outcomes: list[DownloadOutcome], ingest: IngestSummary | None
-) -> list[tuple[str, str]]:
-    """Transient download failures and files ingest could not read (permanent download
-    failures are listed as outstanding files instead)."""
+    outcomes: list[DownloadOutcome], ingest: IngestSummary | None, archive_root: Path
+) -> list[tuple[str, str, int | None]]:
+    """(where, why, program) of transient download failures and files ingest could not read
+    (permanent download failures are listed as outstanding files instead); the program is the
+    archive folder a file belongs in."""
     problems = [
-        (f"download {o.uri}", o.error or "failed")
+        (f"download {o.uri}", o.error or "failed", _program_of(o.path, archive_root))
         for o in outcomes
         if o.status == "failed" and not o.permanent
     ]
     if ingest:
-        problems += [(f"ingest {path}", error) for path, error in ingest.failures]
+        problems += [
+            (f"ingest {path}", error, _program_of(path, archive_root))
+            for path, error in ingest.failures
+        ]
     return problems
+
+
+def _program_of(path: str | Path, archive_root: Path) -> int | None:
+    """The program of a file in the archive tree (``<root>/<proposal_id>/<obs_id>/<file>``)."""
+    try:
+        folder = Path(path).resolve().relative_to(archive_root.resolve()).parts[0]
+    except (ValueError, IndexError):
+        return None
+    return int(folder) if folder.isdigit() else None
 
 
 def _warnings(discovery: Discovery, outcomes: list[DownloadOutcome]) -> list[tuple[str, str]]:
@@ -455,6 +476,7 @@ def _outstanding_files(
             first_failed_at=item.first_failed_at,
             next_try_at=item.next_try_at,
             failed_tonight=item.product.uri in tonight,
+            program=int(item.product.proposal_id) if item.product.proposal_id.isdigit() else None,
         )
         for item in outstanding
     ]
@@ -468,6 +490,8 @@ def _digest(
     window: tuple,
     today: date | None,
 ) -> Digest:
+    """The digest for readers without access: proprietary programs are left out of it (the
+    dashboard shows them to those granted access)."""
     facts = {k: v for k, v in run.counts.items() if k != "products_skipped"}
     with engine.connect() as connection:
         return build_digest(
@@ -480,6 +504,7 @@ def _digest(
             warnings=report.warnings,
             window=window,
             today=today,
+            hidden_programs=hidden_programs(connection, Viewer()),
         )
 
 

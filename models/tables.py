@@ -46,6 +46,8 @@ __all__ = [
     "IngestRun",
     "JitterSample",
     "NightlyRun",
+    "Program",
+    "ProgramAccess",
     "PsfMeasurement",
     "SourceFile",
     "Verdict",
@@ -766,3 +768,61 @@ class ImagePreview(_PerImage, Base):
     sci_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, comment="SCI PNG")
     err_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, comment="ERR PNG")
     dq_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, comment="DQ PNG")
+
+
+class Program(Base):
+    """Whether a program's data are proprietary (under exclusive access), and who said so.
+
+    Programs without a row are public: hstmon knows nothing that would hide them.
+    """
+
+    __tablename__ = "program"
+    __table_args__ = (
+        CheckConstraint("source IN ('mast', 'hand')", name="source"),
+        {"comment": "Per program: proprietary or public, from MAST's data rights or by hand."},
+    )
+
+    proposid: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, comment="program (proposal) id"
+    )
+    proprietary: Mapped[bool] = mapped_column(
+        Boolean,
+        comment="T while its data are under exclusive access: hidden from dashboard viewers "
+        "without a grant in program_access",
+    )
+    exclusive_until: Mapped[datetime | None] = _time(
+        "UTC end of exclusive access (MAST t_obs_release of its latest exclusive data); after "
+        "it the program is public; NULL: proprietary until marked public"
+    )
+    data_rights: Mapped[str | None] = _text(
+        "MAST dataRights last seen by hstmon nightly: PUBLIC, EXCLUSIVE_ACCESS or RESTRICTED"
+    )
+    source: Mapped[str] = mapped_column(
+        String(8),
+        comment="mast (hstmon nightly read MAST's data rights) | hand (hstmon access mark; "
+        "nightly leaves it alone)",
+    )
+    marked_by: Mapped[str | None] = _text("who marked it by hand", 255)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, comment="UTC time of the last change")
+
+
+class ProgramAccess(Base):
+    """A grant: one user or group may see one proprietary program in the dashboard."""
+
+    __tablename__ = "program_access"
+    __table_args__ = (
+        UniqueConstraint("proposid", "grantee_kind", "grantee"),
+        CheckConstraint("grantee_kind IN ('user', 'group')", name="grantee_kind"),
+        {"comment": "Who may see which proprietary program: users (login e-mail) or groups."},
+    )
+
+    access_id: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=True, comment="grant number"
+    )
+    proposid: Mapped[int] = mapped_column(Integer, comment="program (proposal) id the grant opens")
+    grantee: Mapped[str] = mapped_column(
+        String(255), comment="a user's e-mail (lower case) as the login gives it, or a group name"
+    )
+    grantee_kind: Mapped[str] = mapped_column(String(8), comment="user | group")
+    granted_by: Mapped[str] = mapped_column(String(255), comment="who granted it")
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime, comment="UTC time of the grant")

@@ -396,3 +396,34 @@ def test_what_happened_is_the_verdict_without_its_advice() -> None:
     }
     for summary, happened in advice_dropped.items():
         assert _what_happened(summary) == happened
+
+
+# --- Readers without access -----------------------------------------------------------------------
+
+
+def test_a_digest_for_readers_without_access_leaves_proprietary_programs_out(
+    store_engine: Engine, store: Store, night: Digest
+) -> None:
+    problems = [(*PROBLEMS[0], None), (*PROBLEMS[1], 16748)]
+    public = _digest(store_engine, [store.first.run_id], problems=problems, hidden_programs=[16748])
+    everything = [v.subject for v in _every_verdict(night)]
+    assert "iepp01010" in everything and "iepp01uy" in everything
+    shown = [v.subject for v in _every_verdict(public)]
+    assert not [s for s in shown if s.startswith("iepp01")]
+    assert {v.proposid for v in _every_verdict(public)} <= {
+        v.proposid for v in _every_verdict(night)
+    } - {16748}
+    hidden_flags = _rows(
+        store_engine,
+        "SELECT count(*) FROM flag f JOIN exposure e ON e.exposure_id = f.exposure_id"
+        " WHERE f.analysis_run_id = :run AND e.proposid = 16748",
+        store.first.run_id,
+    )[0][0]
+    assert hidden_flags > 0 and public.flags_total == night.flags_total - hidden_flags
+    assert not [f for f in public.flags if f.exposure_id.startswith("iepp01")]
+    assert [p.where for p in public.problems] == [PROBLEMS[0][0]]
+    assert public.withheld_programs == 1 and night.withheld_programs == 0
+    for text_ in (render_text(public), render_markdown(public), render_html(public)):
+        assert "IEPP01" not in text_.upper() and "16748" not in text_
+        assert "1 proprietary program is left out of this digest" in text_
+    assert digest_json(public)["withheld_programs"] == 1

@@ -35,6 +35,7 @@ from analysis.nightly import NightlyOptions, _as_utc, run_nightly
 from dashboard import queries as dashboard_queries
 from ingest.mast import DOWNLOAD_URL_ENV, SKIP_REASONS, MastProduct, MastSelection, to_mjd
 from ingest.synth import write_archive
+from models.access import access_report
 from models.cli import main
 from models.database import make_engine
 from models.locks import job_lock
@@ -63,14 +64,16 @@ def _catalogue(
     released: dict[str, datetime],
     proprietary: set[str],
     listed_sizes: dict[str, int],
+    public_on: dict[str, datetime],
 ) -> tuple[list, list]:
     """CAOM observation and product rows of every visit folder released so far, as MAST lists
     them: beside each visit's pipeline files, a HAP copy (sub-group FLC), an HLA image and a
     JPG preview (sub-group FLC), none of them served.
 
     ``released`` maps obs ids (folder names) to their release times; visits not in it are not
-    listed yet. Rows of ``proprietary`` visits read EXCLUSIVE_ACCESS; ``listed_sizes`` are
-    sizes MAST lists instead of the files' own. Rows are the recorded ones of the real portal
+    listed yet. Rows of ``proprietary`` visits read EXCLUSIVE_ACCESS, public from
+    ``public_on[obs_id]`` where given (t_obs_release); ``listed_sizes`` are sizes MAST lists
+    instead of the files' own. Rows are the recorded ones of the real portal
     with this archive's values.
     """
     observation = recorded("caom_filtered.json")["data"][0]
@@ -85,8 +88,9 @@ def _catalogue(
         observations.append(
             observation
             | {"obs_id": folder.name.upper(), "proposal_id": folder.parent.name, "obsid": obsid,
-               "t_obs_release": release, "t_min": release - 1.0, "t_max": release - 0.99,
-               "dataRights": rights}
+               "t_obs_release": to_mjd(public_on[folder.name]) if folder.name in public_on
+               else release,
+               "t_min": release - 1.0, "t_max": release - 0.99, "dataRights": rights}
         )  # fmt: skip
         visit = product | {"obsID": obsid, "parent_obsid": obsid, "obs_id": folder.name.upper(),
                            "proposal_id": folder.parent.name, "dataRights": rights}  # fmt: skip
@@ -110,11 +114,18 @@ class FakeMast:
         self.released: dict[str, datetime] = {}
         self.proprietary: set[str] = set()
         self.listed_sizes: dict[str, int] = {}
+        self.public_on: dict[str, datetime] = {}
 
-    def release(self, obs_ids: list[str], when: datetime) -> None:
+    def release(
+        self, obs_ids: list[str], when: datetime, public_on: datetime | None = None
+    ) -> None:
+        """List ``obs_ids`` as observed at ``when``; under exclusive access until ``public_on``."""
         self.released.update(dict.fromkeys(obs_ids, when))
+        if public_on is not None:
+            self.proprietary.update(obs_ids)
+            self.public_on.update(dict.fromkeys(obs_ids, public_on))
         observations, products = _catalogue(
-            self.mast_side, self.released, self.proprietary, self.listed_sizes
+            self.mast_side, self.released, self.proprietary, self.listed_sizes, self.public_on
         )
         self.portal.observations = self.portal.observations | {"data": observations}
         self.portal.products = self.portal.products | {"data": products}
@@ -636,3 +647,34 @@ def test_a_night_killed_during_its_downloads_then_run_again_equals_a_clean_night
     assert again.aborted_runs, "the killed night is found dead and marked aborted"
     assert _archive_files(tmp_path / "clean" / "archive") == clean_archive
     assert database_snapshot(engine) == clean
+
+
+def test_a_night_records_the_programs_mast_keeps_exclusive_and_leaves_them_out(
+    fake_mast: FakeMast, database_url: str, engine: Engine, dask_scheduler: str, tmp_path: Path
+) -> None:
+    """Without a token the exclusive visits are not fetched, but their program is recorded as
+    proprietary (source MAST, until its release), before any file of the night lands."""
+    visits = fake_mast.visits()
+    folder = next(fake_mast.mast_side.glob("*/iepp01010"))
+    program = int(folder.parent.name)
+    exclusive = [p.name for p in folder.parent.iterdir()]  # every visit of its program
+    public = [v for v in visits if v not in exclusive]
+    public_on = datetime.now(UTC) + timedelta(days=300)
+    observed = datetime.now(UTC) - timedelta(hours=12)
+    fake_mast.release(public, observed)
+    fake_mast.release(exclusive, observed, public_on=public_on)
+    selection = MastSelection(date_field="observation",
+                              product_types=("FLT", "FLC", "IMA", "JIF", "JIT", "ASN"))  # fmt: skip
+    night = run_nightly(_options(tmp_path, database_url, dask_scheduler, selection=selection))
+
+    assert night.status == "succeeded", night.counts
+    assert night.counts["files_ingested"] == fake_mast.files(public)
+    assert night.counts["products_skipped"]["not_public"] == fake_mast.files(exclusive)
+    (status,) = access_report(engine, [program])
+    assert status.proprietary
+    assert (status.source, status.data_rights) == ("mast", "EXCLUSIVE_ACCESS")
+    assert status.exclusive_until is not None
+    assert abs(status.exclusive_until - public_on) < timedelta(seconds=1)
+    assert night.digest is not None
+    for path in night.digest_paths.values():
+        assert "iepp01" not in path.read_text().lower(), path
