@@ -174,6 +174,14 @@ def _utc_date(_ctx: click.Context, _param: click.Parameter, value: datetime | No
     "ASN tables give each visit its members.",
 )
 @click.option(
+    "--project",
+    "projects",
+    multiple=True,
+    metavar="NAME",
+    help="MAST project whose products to download. Repeatable. Default: the instruments' "
+    "calibration pipelines (CALWF3 for WFC3, CALACS for ACS...), never HAP or HLA copies.",
+)
+@click.option(
     "--by",
     "date_field",
     type=click.Choice(["release", "observation"]),
@@ -232,6 +240,7 @@ def nightly(
     obs_ids: tuple[str, ...],
     instruments: tuple[str, ...],
     products: str,
+    projects: tuple[str, ...],
     date_field: str,
     since: datetime | None,
     overlap_hours: float,
@@ -248,18 +257,26 @@ def nightly(
 
     \b
     1. Discover: ask MAST (astroquery) for the selected instruments' products released (or
-       observed, --by observation) since the last successful nightly run.
+       observed, --by observation) since the last successful nightly run. Only the
+       instrument's calibration pipeline FITS files are kept (no HAP or HLA copies, no
+       previews), and only public ones unless a token is given; what was passed over is
+       counted in the run and the digest.
     2. Download the FLT/FLC/IMA/JIF/JIT/ASN files not already in --archive (retries,
-       resumes partial files, checks sizes; a failed file is asked for again next night).
+       resumes partial files, checks the FITS structure). A file MAST refuses or does not
+       have (4xx), or that is still not whole FITS after its retries, is outstanding: kept
+       in the download_failure table and tried again after 1, 3, 7 days, then weekly. A
+       server error, timeout or lost connection fails the run instead, and the next run asks
+       for the same window again.
     3. Ingest the archive (only new or changed files are read), on Dask.
     4. Analyze what changed: flags and HOPR verdicts.
-    5. Digest: new flags and verdicts with HOPR deadlines, printed here and written as
-       Markdown, HTML and JSON.
+    5. Digest: new flags and verdicts with HOPR deadlines, and the files outstanding with
+       their next try, printed here and written as Markdown, HTML and JSON.
 
     Only one nightly run at a time per database: a second one exits at once (status 75). A run
     that fails or is killed is recorded in the nightly_run table, and the next run covers its
-    window again. Exit status: 0 all done; 1 some download or file failed, or the run stopped
-    with an error; 75 another nightly run holds the lock.
+    window again. Exit status: 0 all done (outstanding files included); 1 a download failed
+    for now or a file could not be ingested, or the run stopped with an error; 75 another
+    nightly run holds the lock.
     """
     from analysis.digest import render_text
     from analysis.nightly import NightlyOptions, run_nightly
@@ -267,13 +284,17 @@ def nightly(
     from ingest.pipeline import ClusterError
     from models.locks import LockBusyError
 
-    selection = MastSelection(
-        programs=programs,
-        obs_ids=obs_ids,
-        instruments=instruments,
-        date_field=date_field,  # type: ignore[arg-type]
-        product_types=tuple(p.strip().upper() for p in products.split(",") if p.strip()),
-    )
+    try:
+        selection = MastSelection(
+            programs=programs,
+            obs_ids=obs_ids,
+            instruments=instruments,
+            date_field=date_field,  # type: ignore[arg-type]
+            product_types=tuple(p.strip().upper() for p in products.split(",") if p.strip()),
+            projects=tuple(p.strip().upper() for p in projects if p.strip()),
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     options = NightlyOptions(
         archive_root=(archive_root or default_archive_root()).expanduser().resolve(),
         selection=selection,

@@ -2,7 +2,10 @@
 
 "New" means rows of ``flag`` and ``verdict`` written by the given analysis runs: analysis is
 incremental, so those are exactly the exposures (and their visits) that changed overnight.
-:func:`build_digest` reads them into one :class:`Digest`; the renderers only format it.
+:func:`build_digest` reads them into one :class:`Digest`, with what the caller says of the night
+(problems, files still outstanding, what discovery passed over, warnings); the renderers only
+format it. A digest for readers without access to proprietary programs leaves those programs
+out, and says how many.
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ import json
 import math
 import numbers
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, case, func, select
+from sqlalchemy import ColumnElement, Connection, case, func, or_, select, union
+from sqlalchemy.orm import aliased
 
 from analysis.config import SEVERITIES
 from analysis.report import PAGE_STYLE
@@ -28,6 +32,7 @@ __all__ = [
     "NOTHING_NEW",
     "Digest",
     "FlagItem",
+    "OutstandingFile",
     "Problem",
     "VerdictItem",
     "build_digest",
@@ -35,6 +40,7 @@ __all__ = [
     "render_html",
     "render_markdown",
     "render_text",
+    "summary_blocks",
     "write_digest",
 ]
 
@@ -118,6 +124,22 @@ class Problem:
 
 
 @dataclass
+class OutstandingFile:
+    """A MAST file whose download failed for good reason (4xx, not FITS), tried again from
+    ``next_try_at`` (UTC); ``attempts`` nightly runs have failed on it, tonight's included when
+    ``failed_tonight``."""
+
+    filename: str
+    uri: str
+    reason: str
+    attempts: int
+    first_failed_at: datetime
+    next_try_at: datetime
+    failed_tonight: bool
+    program: int | None = None  # proposal id, where known: hidden from readers without access
+
+
+@dataclass
 class Digest:
     """Everything the nightly digest says, read once from the store; renderers only format it."""
 
@@ -130,6 +152,10 @@ class Digest:
     flags: list[FlagItem]  # high, medium, info; at most max_flags of them
     flag_counts: dict[str, dict[str, int]]  # rule -> severity -> flags (all, not only listed)
     problems: list[Problem]
+    outstanding: list[OutstandingFile] = field(default_factory=list)  # soonest next try first
+    skipped: dict[str, int] = field(default_factory=dict)  # why discovery passed over -> rows
+    warnings: list[Problem] = field(default_factory=list)  # odd but not failed
+    withheld_programs: int = 0  # proprietary programs whose news this digest leaves out
 
     @property
     def flags_total(self) -> int:
@@ -149,8 +175,17 @@ class Digest:
 
     @property
     def nothing_new(self) -> bool:
-        """No new verdict needing action, no new flag, and no problem: a quiet night."""
-        return not self.verdicts and not self.flag_counts and not self.problems
+        """No new verdict needing action, no new flag, no problem and no file newly
+        outstanding: a quiet night (files outstanding from earlier nights are still listed)."""
+        newly_outstanding = any(
+            item.failed_tonight and item.attempts == 1 for item in self.outstanding
+        )
+        return (
+            not self.verdicts
+            and not self.flag_counts
+            and not self.problems
+            and not newly_outstanding
+        )
 
 
 # --- Reading the store ----------------------------------------------------------------------------
@@ -161,15 +196,23 @@ def build_digest(
     analysis_run_ids: Sequence[int],
     *,
     facts: dict[str, Any],
-    problems: Sequence[tuple[str, str]] = (),
+    problems: Sequence[tuple[str, str] | tuple[str, str, int | None]] = (),
+    outstanding: Sequence[OutstandingFile] = (),
+    skipped: dict[str, int] | None = None,
+    warnings: Sequence[tuple[str, str] | tuple[str, str, int | None]] = (),
     window: tuple[datetime | None, datetime | None] = (None, None),
     today: date | None = None,
     max_flags: int = 500,
+    hidden_programs: Collection[int] = (),
 ) -> Digest:
     """The digest of what ``analysis_run_ids`` wrote: verdicts that are not 'ok', and flags.
 
     ``today`` (default: the UTC date now) is the day ``days_left`` counts from. At most
     ``max_flags`` flags are listed, the most severe first; ``flag_counts`` counts them all.
+    ``problems`` and ``warnings`` are (where, what) pairs, or (where, what, program);
+    ``skipped`` counts what discovery passed over, by the reason in words. Verdicts, flags,
+    problems, warnings and outstanding files of ``hidden_programs`` are left out, for readers
+    without access to them; ``withheld_programs`` counts those programs.
     """
     if max_flags < 0:
         msg = f"max_flags must be 0 or more, not {max_flags}"
@@ -177,20 +220,77 @@ def build_digest(
     generated_at = datetime.now(UTC)
     today = today or generated_at.date()
     run_ids = sorted({int(run_id) for run_id in analysis_run_ids})
+    hidden = frozenset(int(p) for p in hidden_programs)
+    said = [*problems, *warnings, *((o.filename, o.reason, o.program) for o in outstanding)]
+    withheld = {int(p[2]) for p in said if len(p) == 3 and p[2] is not None} & hidden
+    if run_ids and hidden:
+        withheld |= _withheld_programs(connection, run_ids, hidden)
     return Digest(
         generated_at=generated_at,
         today=today,
         window=(window[0], window[1]),
         analysis_run_ids=run_ids,
         facts=dict(facts),
-        verdicts=_read_verdicts(connection, run_ids, today) if run_ids else [],
-        flags=_read_flags(connection, run_ids, max_flags) if run_ids else [],
-        flag_counts=_read_flag_counts(connection, run_ids) if run_ids else {},
-        problems=[Problem(str(where), str(reason)) for where, reason in problems],
+        verdicts=_read_verdicts(connection, run_ids, today, hidden) if run_ids else [],
+        flags=_read_flags(connection, run_ids, max_flags, hidden) if run_ids else [],
+        flag_counts=_read_flag_counts(connection, run_ids, hidden) if run_ids else {},
+        problems=_visible(problems, hidden),
+        outstanding=[o for o in outstanding if o.program is None or o.program not in hidden],
+        skipped=dict(skipped or {}),
+        warnings=_visible(warnings, hidden),
+        withheld_programs=len(withheld),
     )
 
 
-def _read_verdicts(connection: Connection, run_ids: list[int], today: date) -> list[VerdictItem]:
+def _visible(
+    said: Sequence[tuple[str, str] | tuple[str, str, int | None]], hidden: frozenset[int]
+) -> list[Problem]:
+    """(where, what[, program]) as Problems, but those of a hidden program."""
+    return [
+        Problem(str(item[0]), str(item[1]))
+        for item in said
+        if len(item) < 3 or item[2] is None or int(item[2]) not in hidden
+    ]
+
+
+def _not_hidden(program: ColumnElement[Any], hidden: frozenset[int]) -> ColumnElement[bool]:
+    return or_(program.is_(None), program.not_in(sorted(hidden)))
+
+
+def _verdict_program() -> ColumnElement[Any]:
+    """A verdict's program: its exposure's, or for a visit's verdict, its exposures' (the visit
+    ``ipppss`` begins each of their ids)."""
+    member = aliased(Exposure)
+    of_visit = (
+        select(func.max(member.proposid))
+        .where(member.exposure_id.like(Verdict.visit_id + "%"))
+        .scalar_subquery()
+    )
+    return func.coalesce(Exposure.proposid, of_visit)
+
+
+def _withheld_programs(
+    connection: Connection, run_ids: list[int], hidden: frozenset[int]
+) -> set[int]:
+    """The hidden programs that have a verdict or a flag from these runs."""
+    verdicts = (
+        select(_verdict_program().label("proposid"))
+        .select_from(Verdict)
+        .outerjoin(Exposure, Exposure.exposure_id == Verdict.exposure_id)
+        .where(Verdict.analysis_run_id.in_(run_ids), _verdict_program().in_(sorted(hidden)))
+    )
+    flags = (
+        select(Exposure.proposid)
+        .join(Flag, Flag.exposure_id == Exposure.exposure_id)
+        .where(Flag.analysis_run_id.in_(run_ids), Exposure.proposid.in_(sorted(hidden)))
+    )
+    found = union(verdicts, flags)  # UNION: each program once
+    return {int(p) for p in connection.execute(found).scalars()}
+
+
+def _read_verdicts(
+    connection: Connection, run_ids: list[int], today: date, hidden: frozenset[int]
+) -> list[VerdictItem]:
     query = (
         select(
             Verdict.exposure_id,
@@ -202,7 +302,7 @@ def _read_verdicts(connection: Connection, run_ids: list[int], today: date) -> l
             Verdict.analysis_run_id,
             Exposure.asn_id.label("exposure_asn_id"),
             Exposure.asn_member_index,
-            func.coalesce(Exposure.proposid, Association.proposid).label("proposid"),
+            _verdict_program().label("proposid"),
             func.coalesce(Exposure.config, Association.config).label("config"),
             func.coalesce(Exposure.targname, Association.targname).label("targname"),
         )
@@ -210,6 +310,8 @@ def _read_verdicts(connection: Connection, run_ids: list[int], today: date) -> l
         .outerjoin(Association, Association.asn_id == Exposure.asn_id)
         .where(Verdict.analysis_run_id.in_(run_ids), Verdict.verdict != "ok")
     )
+    if hidden:
+        query = query.where(_not_hidden(_verdict_program(), hidden))
     rows = list(connection.execute(query).mappings())
     visits = {row["visit_id"] for row in rows if row["exposure_id"] is None}
     context = _visit_context(connection, visits)
@@ -297,7 +399,9 @@ def _group_by_visit(items: list[VerdictItem]) -> list[VerdictItem]:
     return sorted(visits.values(), key=_urgency) + sorted(alone, key=_urgency)
 
 
-def _read_flags(connection: Connection, run_ids: list[int], limit: int) -> list[FlagItem]:
+def _read_flags(
+    connection: Connection, run_ids: list[int], limit: int, hidden: frozenset[int]
+) -> list[FlagItem]:
     rank = case(
         {s: i for i, s in enumerate(SEVERITIES)}, value=Flag.severity, else_=len(SEVERITIES)
     )
@@ -318,15 +422,23 @@ def _read_flags(connection: Connection, run_ids: list[int], limit: int) -> list[
         .order_by(rank, Flag.exposure_id, Flag.rule)
         .limit(limit)
     )
+    if hidden:
+        query = query.where(_not_hidden(Exposure.proposid, hidden))
     return [FlagItem(**row) for row in connection.execute(query).mappings()]
 
 
-def _read_flag_counts(connection: Connection, run_ids: list[int]) -> dict[str, dict[str, int]]:
+def _read_flag_counts(
+    connection: Connection, run_ids: list[int], hidden: frozenset[int]
+) -> dict[str, dict[str, int]]:
     query = (
         select(Flag.rule, Flag.severity, func.count())
         .where(Flag.analysis_run_id.in_(run_ids))
         .group_by(Flag.rule, Flag.severity)
     )
+    if hidden:
+        query = query.outerjoin(Exposure, Exposure.exposure_id == Flag.exposure_id).where(
+            _not_hidden(Exposure.proposid, hidden)
+        )
     counts: dict[str, dict[str, int]] = {}
     for rule, severity, count in connection.execute(query).all():
         counts.setdefault(rule, {})[severity] = int(count)
@@ -482,7 +594,7 @@ def _verdict_blocks(digest: Digest) -> list[tuple[str, list[str]]]:
     return blocks
 
 
-def _summary_blocks(digest: Digest) -> list[tuple[str, list[str]]]:
+def summary_blocks(digest: Digest) -> list[tuple[str, list[str]]]:
     """The first lines of every format: (lead, items) in plain words, most urgent first."""
     blocks = _verdict_blocks(digest)
     if digest.nothing_new:
@@ -492,12 +604,51 @@ def _summary_blocks(digest: Digest) -> list[tuple[str, list[str]]]:
     if digest.flag_counts:
         severities = ", ".join(f"{n} {s}" for s, n in digest.flags_by_severity.items())
         blocks.append((f"{_plural(digest.flags_total, 'new flag')}: {severities}.", []))
+    if digest.withheld_programs:
+        blocks.append((_withheld_words(digest.withheld_programs), []))
     if digest.problems:
         items = [f"{p.where}: {p.reason}" for p in digest.problems[:HEADLINE_ITEMS]]
         if len(digest.problems) > HEADLINE_ITEMS:
             items.append(f"… and {len(digest.problems) - HEADLINE_ITEMS} more, listed below")
         blocks.append((f"{_plural(len(digest.problems), 'problem')} during the night:", items))
+    if digest.outstanding:
+        items = [_outstanding_words(o) for o in digest.outstanding[:HEADLINE_ITEMS]]
+        if len(digest.outstanding) > HEADLINE_ITEMS:
+            items.append(f"… and {len(digest.outstanding) - HEADLINE_ITEMS} more, listed below")
+        count = len(digest.outstanding)
+        lead = (
+            f"{_plural(count, 'file')} from MAST {'is' if count == 1 else 'are'} outstanding "
+            "(refused, missing or broken; tried again later on a slower schedule):"
+        )
+        blocks.append((lead, items))
     return blocks
+
+
+def _withheld_words(programs: int) -> str:
+    return (
+        f"News of {_plural(programs, 'proprietary program')} is left out of this digest: "
+        "people granted access see it in the dashboard."
+    )
+
+
+def _outstanding_words(item: OutstandingFile) -> str:
+    return (
+        f"{item.filename}: {item.reason}; next try from {_when(item.next_try_at)} "
+        f"(failed {_plural(item.attempts, 'night')})"
+    )
+
+
+def _outstanding_rows(digest: Digest) -> tuple[list[str], list[list[str]]]:
+    header = ["file", "next try from", "nights failed", "first failed", "reason"]
+    rows = [
+        [o.filename, _when(o.next_try_at), str(o.attempts), _when(o.first_failed_at), o.reason]
+        for o in digest.outstanding
+    ]
+    return header, rows
+
+
+def _skipped_rows(digest: Digest) -> list[tuple[str, str]]:
+    return [(reason, str(count)) for reason, count in digest.skipped.items()]
 
 
 def _facts_rows(digest: Digest) -> list[tuple[str, str]]:
@@ -569,7 +720,7 @@ def render_text(digest: Digest, *, details: bool = True) -> str:
     """For the terminal: summary lines first, then (unless ``details`` is False) the facts,
     problems, every verdict and the listed flags. Plain text, no colour codes."""
     lines = [_title(digest), _provenance(digest), ""]
-    for lead, items in _summary_blocks(digest):
+    for lead, items in summary_blocks(digest):
         lines.append(lead)
         lines += [f"  - {item}" for item in items]
     if not details:
@@ -579,6 +730,15 @@ def render_text(digest: Digest, *, details: bool = True) -> str:
     if digest.problems:
         lines += ["", f"Problems ({len(digest.problems)})"]
         lines += [f"  {p.where}: {p.reason}" for p in digest.problems]
+    if digest.outstanding:
+        lines += ["", f"Outstanding downloads ({len(digest.outstanding)})"]
+        lines += _text_table(*_outstanding_rows(digest))
+    if digest.skipped:
+        lines += ["", "Not fetched, by design (rows MAST listed)"]
+        lines += _text_table(["", ""], [list(row) for row in _skipped_rows(digest)])[1:]
+    if digest.warnings:
+        lines += ["", f"Warnings ({len(digest.warnings)})"]
+        lines += [f"  {w.where}: {w.reason}" for w in digest.warnings]
     if digest.verdicts:
         lines += _text_verdicts(digest)
     if digest.flag_counts:
@@ -645,7 +805,7 @@ def _md_flags(digest: Digest) -> list[str]:
 def render_markdown(digest: Digest) -> str:
     """The digest as Markdown (GitHub-flavoured tables), e.g. for an issue or a mail."""
     lines = [f"# {_md(_title(digest))}", "", _md(_provenance(digest)), ""]
-    for lead, items in _summary_blocks(digest):
+    for lead, items in summary_blocks(digest):
         lines.append(f"- **{_md(lead)}**" if items else f"- {_md(lead)}")
         lines += [f"  - {_md(item)}" for item in items]
     if digest.facts:
@@ -654,6 +814,18 @@ def render_markdown(digest: Digest) -> str:
     if digest.problems:
         lines += ["", f"## Problems ({len(digest.problems)})", ""]
         lines += [f"- {_md_code(p.where)}: {_md(p.reason)}" for p in digest.problems]
+    if digest.outstanding:
+        header, rows = _outstanding_rows(digest)
+        rows = [[_md_code(row[0]), *(_md(cell) for cell in row[1:])] for row in rows]
+        lines += ["", f"## Outstanding downloads ({len(digest.outstanding)})", ""]
+        lines += _md_table(header, rows)
+    if digest.skipped:
+        rows = [[_md(reason), count] for reason, count in _skipped_rows(digest)]
+        lines += ["", "## Not fetched, by design", ""]
+        lines += _md_table(["rows MAST listed", "rows"], rows)
+    if digest.warnings:
+        lines += ["", f"## Warnings ({len(digest.warnings)})", ""]
+        lines += [f"- {_md_code(w.where)}: {_md(w.reason)}" for w in digest.warnings]
     if digest.verdicts:
         lines += _md_verdicts(digest)
     if digest.flag_counts:
@@ -681,9 +853,10 @@ def _html_table(header: list[str], rows: list[str]) -> str:
 
 def _html_summary(digest: Digest) -> str:
     kinds = {v.verdict for v in digest.verdicts}
-    css = next((k for k in _VERDICT_ORDER if k in kinds), "helpdesk" if digest.problems else "ok")
+    attention = digest.problems or digest.outstanding
+    css = next((k for k in _VERDICT_ORDER if k in kinds), "helpdesk" if attention else "ok")
     parts = []
-    for lead, items in _summary_blocks(digest):
+    for lead, items in summary_blocks(digest):
         parts.append(f"<p>{_esc(lead)}</p>")
         if items:
             parts.append("<ul>" + "".join(f"<li>{_esc(i)}</li>" for i in items) + "</ul>")
@@ -735,6 +908,11 @@ def _html_flags(digest: Digest) -> str:
     )
 
 
+def _html_where_what(title: str, items: list[Problem], what: str) -> str:
+    rows = [f"<tr><td>{_esc(i.where)}</td><td>{_esc(i.reason)}</td></tr>" for i in items]
+    return f"<h2>{_esc(title)} ({len(items)})</h2>" + _html_table(["where", what], rows)
+
+
 def render_html(digest: Digest) -> str:
     """One self-contained page (inline CSS, no scripts, no links); every text is escaped."""
     body = [f"<h1>{_esc(_title(digest))}</h1>", f"<p>{_esc(_provenance(digest))}</p>",
@@ -743,10 +921,17 @@ def render_html(digest: Digest) -> str:
         rows = [f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in _facts_rows(digest)]
         body.append(f"<h2>What the night did</h2><table>{''.join(rows)}</table>")
     if digest.problems:
-        rows = [f"<tr><td>{_esc(p.where)}</td><td>{_esc(p.reason)}</td></tr>"
-                for p in digest.problems]  # fmt: skip
-        body.append(f"<h2>Problems ({len(digest.problems)})</h2>")
-        body.append(_html_table(["where", "reason"], rows))
+        body.append(_html_where_what("Problems", digest.problems, "reason"))
+    if digest.outstanding:
+        header, cells = _outstanding_rows(digest)
+        rows = ["<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>" for row in cells]
+        body.append(f"<h2>Outstanding downloads ({len(digest.outstanding)})</h2>")
+        body.append(_html_table(header, rows))
+    if digest.skipped:
+        rows = [f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in _skipped_rows(digest)]
+        body.append(f"<h2>Not fetched, by design</h2><table>{''.join(rows)}</table>")
+    if digest.warnings:
+        body.append(_html_where_what("Warnings", digest.warnings, "what"))
     if digest.verdicts:
         body.append(_html_verdicts(digest))
     if digest.flag_counts:
@@ -781,9 +966,7 @@ def _json_safe(value: Any) -> Any:
 def digest_json(digest: Digest) -> dict[str, Any]:
     """The digest as JSON-safe data: dates as ISO strings, NaN as null, ids lowercase."""
     document = asdict(digest)
-    document["summary"] = [
-        {"lead": lead, "items": items} for lead, items in _summary_blocks(digest)
-    ]
+    document["summary"] = [{"lead": lead, "items": items} for lead, items in summary_blocks(digest)]
     document["nothing_new"] = digest.nothing_new
     document["flags_total"] = digest.flags_total
     document["flags_by_severity"] = digest.flags_by_severity

@@ -4,6 +4,8 @@ analyze -> digest, unattended and restartable.
 Every stage is incremental on its own (a present file is not fetched again, an ingested file is
 not parsed again, an unchanged exposure is not analysed again), so a run that died at any stage is
 finished by the next one: its discovery window starts where the last *succeeded* run's ended.
+A file whose download failed for good reason (4xx, not FITS) does not hold the window back: it
+is recorded in ``download_failure`` and tried again on its own, slower schedule.
 """
 
 from __future__ import annotations
@@ -20,16 +22,28 @@ import platformdirs
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import DBAPIError
 
-from analysis.digest import Digest, build_digest, digest_json, write_digest
+from analysis.digest import Digest, OutstandingFile, build_digest, digest_json, write_digest
+from analysis.download_failures import (
+    RETRY_AFTER,
+    Outstanding,
+    read_outstanding,
+    record_downloads,
+    split_due,
+)
 from analysis.run import run_analysis
 from ingest.mast import (
+    SKIP_REASONS,
+    Discovery,
     DownloadOutcome,
+    MastProduct,
     MastSelection,
     download_products,
     find_products,
+    resolve_token,
     split_present,
 )
 from ingest.pipeline import IngestSummary, dask_client, run_ingest
+from models.access import Viewer, hidden_programs, record_data_rights, summarize_rights
 from models.database import ensure_schema, make_engine
 from models.locks import job_lock
 from models.runs import open_run, this_process
@@ -55,6 +69,7 @@ class NightlyOptions:
     token: str | None = None
     retries: int = 3
     retry_wait_s: float = 2.0
+    retry_schedule: tuple[timedelta, ...] = RETRY_AFTER
     digest_dir: Path | None = None
     rules_file: Path | None = None
     today: date | None = None
@@ -70,6 +85,7 @@ class NightlyOptions:
             "scheduler": self.scheduler,
             "workers": self.workers,
             "retries": self.retries,
+            "retry_schedule_days": [wait / timedelta(days=1) for wait in self.retry_schedule],
             "rules_file": str(self.rules_file) if self.rules_file else None,
             "with_token": self.token is not None,
         }
@@ -229,11 +245,8 @@ def _record_error(run: _Run, exc: BaseException) -> None:
 
 
 def _stages(engine: Engine, options: NightlyOptions, run: _Run, window: tuple) -> NightlyResult:
-    selection = replace(options.selection, since=window[0], until=window[1])
     with run.stage("discover"):
-        products = find_products(selection, progress=options.progress)
-        to_fetch, present = split_present(products, options.archive_root)
-        run.counts.update(products_found=len(products), products_present=len(present))
+        discovery, wanted, to_fetch, present = _discover(engine, options, run, window)
     # One Dask client for downloads and parsing; none started on a night with nothing to do.
     with ExitStack() as cluster:
         client = (
@@ -243,6 +256,9 @@ def _stages(engine: Engine, options: NightlyOptions, run: _Run, window: tuple) -
         )
         with run.stage("download"):
             outcomes = _download(options, to_fetch, client)
+            record_downloads(
+                engine, run.run_id, wanted, outcomes, present, window[1], options.retry_schedule
+            )
             _count_downloads(run.counts, outcomes)
         with run.stage("ingest"):
             ingest = _ingest(options, run, client)
@@ -252,18 +268,72 @@ def _stages(engine: Engine, options: NightlyOptions, run: _Run, window: tuple) -
         )
         run.counts["exposures_analyzed"] = analysis.exposures_analyzed
     with run.stage("digest", analysis_run_id=analysis.run_id):
-        problems = _problems(outcomes, ingest)
-        digest = _digest(engine, run, analysis.run_id, problems, window, options.today)
+        report = _night_report(engine, run, discovery, outcomes, ingest, options.archive_root)
+        digest = _digest(engine, run, analysis.run_id, report, window, options.today)
         stem = f"nightly-{run.run_id:05d}-{window[1]:%Y%m%d}"
         paths = write_digest(digest, _digest_dir(options), stem)
-    status = "failed" if run.counts.get("downloads_failed") else "succeeded"
-    message = (
-        f"{run.counts['downloads_failed']} downloads failed; the next run asks for them again"
-        if status == "failed"
-        else None
-    )
+    status, message = _ending(run.counts)
     run.finish(status, message, digest=_stored_digest(digest_json(digest), paths))
     return NightlyResult(run.run_id, status, window, run.counts, digest, paths)
+
+
+def _discover(
+    engine: Engine, options: NightlyOptions, run: _Run, window: tuple
+) -> tuple[Discovery, list[MastProduct], list[MastProduct], list[MastProduct]]:
+    """(what MAST listed, tonight's products, those to fetch, those already in place).
+
+    Proprietary products are asked for only with a token; outstanding files come in when due.
+    """
+    selection = replace(
+        options.selection,
+        since=window[0],
+        until=window[1],
+        public_only=resolve_token(options.token) is None,
+    )
+    discovery = find_products(selection, progress=options.progress)
+    # Before any file lands: a program MAST keeps exclusive is hidden from the start (the
+    # products withheld for want of a token say so too).
+    listed = [*discovery.products, *discovery.not_public]
+    record_data_rights(
+        engine, summarize_rights((p.proposal_id, p.data_rights, p.released_at) for p in listed)
+    )
+    with engine.connect() as connection:
+        due, waiting = split_due(read_outstanding(connection), window[1])
+    wanted = _wanted(discovery, due, waiting)
+    to_fetch, present = split_present(wanted, options.archive_root)
+    run.counts.update(
+        products_found=len(discovery.products),
+        products_present=len(present),
+        products_skipped=dict(sorted(discovery.skipped.items())),
+        retries_due=len(due),
+        retries_waiting=len(waiting),
+    )
+    return discovery, wanted, to_fetch, present
+
+
+def _ending(counts: dict[str, Any]) -> tuple[str, str | None]:
+    """(status, message): a download that failed for now fails the run, so that the next run
+    covers the window again; files outstanding for good reason do not."""
+    transient = counts["downloads_failed"] - counts["downloads_failed_permanent"]
+    if not transient:
+        return "succeeded", None
+    message = (
+        f"{transient} downloads failed for now (server errors, timeouts, lost connections); "
+        "the next run asks for them again"
+    )
+    return "failed", message
+
+
+def _wanted(
+    discovery: Discovery, due: list[Outstanding], waiting: list[Outstanding]
+) -> list[MastProduct]:
+    """Tonight's products: what discovery found, less the outstanding files whose next try is
+    later, plus those due (found again or not: the window may have moved past them)."""
+    later = {item.product.uri for item in waiting}
+    wanted = {p.uri: p for p in discovery.products if p.uri not in later}
+    for item in due:
+        wanted.setdefault(item.product.uri, item.product)
+    return list(wanted.values())
 
 
 def _download(options: NightlyOptions, products: list, client: Any) -> list[DownloadOutcome]:
@@ -287,7 +357,7 @@ _STORED_ITEMS = 200
 
 def _stored_digest(document: dict[str, Any], paths: dict[str, Path]) -> dict[str, Any]:
     stored = dict(document)
-    for key in ("verdicts", "flags", "problems"):
+    for key in ("verdicts", "flags", "problems", "outstanding", "warnings"):
         items = document.get(key) or []
         stored[key] = items[:_STORED_ITEMS]
         stored[f"{key}_not_stored"] = max(0, len(items) - _STORED_ITEMS)
@@ -297,9 +367,12 @@ def _stored_digest(document: dict[str, Any], paths: dict[str, Path]) -> dict[str
 
 def _count_downloads(counts: dict[str, Any], outcomes: list[DownloadOutcome]) -> None:
     done = [o for o in outcomes if o.status == "downloaded"]
+    failed = [o for o in outcomes if o.status == "failed"]
     counts.update(
         products_downloaded=len(done),
-        downloads_failed=sum(o.status == "failed" for o in outcomes),
+        downloads_failed=len(failed),
+        downloads_failed_permanent=sum(o.permanent for o in failed),
+        download_size_warnings=sum(o.warning is not None for o in outcomes),
         bytes_downloaded=sum(o.size_bytes for o in done),
         download_seconds=round(sum(o.seconds for o in outcomes), 2),
     )
@@ -327,33 +400,111 @@ def _ingest(options: NightlyOptions, run: _Run, client: Any) -> IngestSummary | 
     return summary
 
 
+@dataclass
+class _NightReport:
+    """What the night says beside its analysis: failures, outstanding files, what discovery
+    passed over (words -> rows) and warnings, as (where, what) pairs."""
+
+    problems: list[tuple[str, str, int | None]]  # (where, what, program)
+    outstanding: list[OutstandingFile]
+    skipped: dict[str, int]
+    warnings: list[tuple[str, str]]
+
+
+def _night_report(
+    engine: Engine,
+    run: _Run,
+    discovery: Discovery,
+    outcomes: list[DownloadOutcome],
+    ingest: IngestSummary | None,
+    archive_root: Path,
+) -> _NightReport:
+    with engine.connect() as connection:
+        outstanding = read_outstanding(connection)
+    run.counts["files_outstanding"] = len(outstanding)
+    return _NightReport(
+        problems=_problems(outcomes, ingest, archive_root),
+        outstanding=_outstanding_files(outstanding, outcomes),
+        skipped={SKIP_REASONS[k]: n for k, n in run.counts["products_skipped"].items()},
+        warnings=_warnings(discovery, outcomes),
+    )
+
+
 def _problems(
-    outcomes: list[DownloadOutcome], ingest: IngestSummary | None
-) -> list[tuple[str, str]]:
+    outcomes: list[DownloadOutcome], ingest: IngestSummary | None, archive_root: Path
+) -> list[tuple[str, str, int | None]]:
+    """(where, why, program) of transient download failures and files ingest could not read
+    (permanent download failures are listed as outstanding files instead); the program is the
+    archive folder a file belongs in."""
     problems = [
-        (f"download {o.uri}", o.error or "failed") for o in outcomes if o.status == "failed"
+        (f"download {o.uri}", o.error or "failed", _program_of(o.path, archive_root))
+        for o in outcomes
+        if o.status == "failed" and not o.permanent
     ]
     if ingest:
-        problems += [(f"ingest {path}", error) for path, error in ingest.failures]
+        problems += [
+            (f"ingest {path}", error, _program_of(path, archive_root))
+            for path, error in ingest.failures
+        ]
     return problems
+
+
+def _program_of(path: str | Path, archive_root: Path) -> int | None:
+    """The program of a file in the archive tree (``<root>/<proposal_id>/<obs_id>/<file>``)."""
+    try:
+        folder = Path(path).resolve().relative_to(archive_root.resolve()).parts[0]
+    except (ValueError, IndexError):
+        return None
+    return int(folder) if folder.isdigit() else None
+
+
+def _warnings(discovery: Discovery, outcomes: list[DownloadOutcome]) -> list[tuple[str, str]]:
+    warnings = [("discovery", text) for text in discovery.warnings]
+    return warnings + [(f"download {o.uri}", o.warning) for o in outcomes if o.warning]
+
+
+def _outstanding_files(
+    outstanding: list[Outstanding], outcomes: list[DownloadOutcome]
+) -> list[OutstandingFile]:
+    tonight = {o.uri for o in outcomes if o.status == "failed" and o.permanent}
+    return [
+        OutstandingFile(
+            filename=item.product.filename,
+            uri=item.product.uri,
+            reason=item.reason,
+            attempts=item.attempts,
+            first_failed_at=item.first_failed_at,
+            next_try_at=item.next_try_at,
+            failed_tonight=item.product.uri in tonight,
+            program=int(item.product.proposal_id) if item.product.proposal_id.isdigit() else None,
+        )
+        for item in outstanding
+    ]
 
 
 def _digest(
     engine: Engine,
     run: _Run,
     analysis_run_id: int,
-    problems: list[tuple[str, str]],
+    report: _NightReport,
     window: tuple,
     today: date | None,
 ) -> Digest:
+    """The digest for readers without access: proprietary programs are left out of it (the
+    dashboard shows them to those granted access)."""
+    facts = {k: v for k, v in run.counts.items() if k != "products_skipped"}
     with engine.connect() as connection:
         return build_digest(
             connection,
             [analysis_run_id],
-            facts=dict(run.counts),
-            problems=problems,
+            facts=facts,
+            problems=report.problems,
+            outstanding=report.outstanding,
+            skipped=report.skipped,
+            warnings=report.warnings,
             window=window,
             today=today,
+            hidden_programs=hidden_programs(connection, Viewer()),
         )
 
 

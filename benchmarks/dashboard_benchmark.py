@@ -1,14 +1,18 @@
 """Milliseconds of each dashboard page's queries over an archive-sized store (300k exposures).
 
 Run:  .venv/bin/python benchmarks/dashboard_benchmark.py [--exposures 300000] [--postgres URL]
-      [--repeat 20] [--sample-exposures 1000]
+      [--repeat 20] [--sample-exposures 1000] [--hidden-programs 0]
 
 Association and exposure rows are synthesised directly in the database with the failure
 patterns of the synthetic archive at its rates; `hstmon analyze` then writes the flags and
 verdicts; a modest number of exposures get JIT samples, source files and headers. Each page's
 queries run uncached (as on a cache miss, through the dashboard's read-only engine), ``repeat``
 times; the figures are the p50 and p95 of a whole page's queries and of each query. The target
-is p95 < 300 ms per page. A benchmark, not a test: nothing asserts.
+is p95 < 300 ms per page. The pages read as an anonymous viewer, on PostgreSQL as the reader role
+of `hstmon db reader` (as a deployed dashboard does); ``--hidden-programs N`` then marks N
+programs proprietary and measures again, so the viewer's scope (row-level security, SQLite's
+views) has rows to leave out.
+A benchmark, not a test: nothing asserts.
 """
 
 from __future__ import annotations
@@ -18,20 +22,23 @@ import contextlib
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scratch import scratch_postgres
-from sqlalchemy import Engine, create_engine, insert, text
+from sqlalchemy import Engine, create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
 
 from analysis.run import run_analysis
 from dashboard import queries as q
+from models.access import mark_program
 from models.bulk import bulk_insert
-from models.database import make_engine, upgrade
+from models.database import make_engine, resolve_database_url, upgrade
+from models.reader import ensure_reader_role, reader_url
 from models.tables import Association, Exposure, FitsHeader, IngestRun, JitterSample, SourceFile
 
 START = datetime(2009, 6, 1, tzinfo=UTC)  # WFC3's first light
@@ -43,12 +50,25 @@ FILTERS = {
 IMAGED = 0.3  # fraction of exposures whose science file (and PSF) is in the store
 
 
+def _base36(number: int, width: int) -> str:
+    digits = ""
+    for _ in range(width):
+        number, digit = divmod(number, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[digit] + digits
+    return digits
+
+
+def _visit_name(visit: int) -> str:
+    """``ipppss`` of a visit: as HST names go, each program (50 visits) has its own code ppp."""
+    return f"i{_base36(visit // 50, 3)}{_base36(visit % 50, 2)}"
+
+
 def _associations(n_visits: int, rng: np.random.Generator) -> list[dict[str, Any]]:
     span_h = (datetime(2026, 6, 1, tzinfo=UTC) - START).total_seconds() / 3600
     step_h = span_h / n_visits
     return [
         {
-            "asn_id": f"i{i:06d}10"[:9], "proposid": 11000 + i // 50,
+            "asn_id": f"{_visit_name(i)}010", "proposid": 11000 + i // 50,
             "config": "WFC3/UVIS" if i % 3 else "WFC3/IR", "instrument": "WFC3",
             "targname": f"TARGET-{i // 50:04d}", "asn_stat": "COMPLETE",
             "guidecmd": "FINE LOCK", "window_start": START + timedelta(hours=step_h * i),
@@ -71,7 +91,8 @@ def _exposures(visits: list[dict[str, Any]], n: int, rng: np.random.Generator) -
         start = visit["window_start"] + timedelta(minutes=20 * (index % 4))
         big = 6 if mode == 5 else 1
         rows.append({
-            "exposure_id": f"e{index:07d}", "rootname": f"e{index:07d}q",
+            "exposure_id": f"{visit['asn_id'][:6]}{index % 4:02d}",
+            "rootname": f"{visit['asn_id'][:6]}{index % 4:02d}q",
             "asn_id": visit["asn_id"], "asn_member_index": index % 4 + 1,
             "proposid": visit["proposid"], "config": visit["config"], "window_start": start,
             "window_end": start + timedelta(seconds=600), "proctime": start + timedelta(days=1),
@@ -182,7 +203,8 @@ PageQueries = list[tuple[str, Callable[[Engine], Any]]]
 def pages(engine: Engine, summary: q.DailySummary) -> dict[str, PageQueries]:
     """The queries each page runs on a cache miss, with the arguments a first visit uses.
 
-    The trend pages roll up ``summary`` (built once per store version, timed separately).
+    The trend pages roll up ``summary`` (built once per store version, timed separately); the
+    SQL page runs on the engine's own URL (the reader role on PostgreSQL).
     """
     options = q.filter_options(engine)
     everything = q.TrendFilters(start=options.first_day, end=options.last_day)
@@ -194,7 +216,7 @@ def pages(engine: Engine, summary: q.DailySummary) -> dict[str, PageQueries]:
     programs = q.TrendFilters(proposids=tuple(options.proposids[:20]))
     visit = str(q.program_visits(engine, program)["asn_id"].iloc[0])
     exposure = str(q.visit_exposures(engine, visit)["exposure_id"].iloc[0])
-    sampled = str(q.find_ids(engine, "e0000")["target"].iloc[0])
+    sampled = "i0000000"  # the first exposure: it has JIT samples and headers
     return {
         "overview": [
             ("is_empty", q.is_empty),
@@ -238,8 +260,8 @@ def pages(engine: Engine, summary: q.DailySummary) -> dict[str, PageQueries]:
         ],
         "programs (search)": [
             ("is_empty", q.is_empty),
-            ("find_ids", lambda e: q.find_ids(e, "i00012")),
-            ("program_list", lambda e: q.program_list(e, "i00012")),
+            ("find_ids", lambda e: q.find_ids(e, "i0a012")),
+            ("program_list", lambda e: q.program_list(e, "i0a012")),
         ],
         "exposure drilldown": [
             ("is_empty", q.is_empty),
@@ -273,6 +295,43 @@ def pages(engine: Engine, summary: q.DailySummary) -> dict[str, PageQueries]:
 def _p(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def hide_programs(url: str, count: int) -> int:
+    """Mark ``count`` programs proprietary (spread over the store); the exposures they hold."""
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        programs = sorted(
+            connection.execute(text("SELECT DISTINCT proposid FROM exposure")).scalars()
+        )
+    chosen = programs[:: max(1, len(programs) // max(1, count))][:count]
+    for proposid in chosen:
+        mark_program(engine, proposid, proprietary=True, until=None, marked_by="benchmark")
+    with engine.connect() as connection:
+        hidden = connection.execute(
+            select(func.count()).select_from(Exposure).where(Exposure.proposid.in_(chosen))
+        ).scalar_one()
+    engine.dispose()
+    return int(hidden)
+
+
+@contextlib.contextmanager
+def dashboard_url(url: str) -> Iterator[str]:
+    """What a deployed dashboard reads as: the store itself on SQLite, a reader role (made for
+    this run, dropped after it) on PostgreSQL."""
+    if make_url(url).get_backend_name() != "postgresql":
+        yield url
+        return
+    role = f"hstmon_bench_reader_{uuid.uuid4().hex[:8]}"
+    engine = make_engine(url)
+    try:
+        ensure_reader_role(engine, role)
+        yield resolve_database_url(reader_url(url, role))
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text(f"DROP OWNED BY {role}"))
+            connection.execute(text(f"DROP ROLE IF EXISTS {role}"))
+        engine.dispose()
 
 
 def measure(url: str, repeat: int) -> None:
@@ -312,6 +371,8 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test",
                         help="server for a scratch database; '' skips PostgreSQL")  # fmt: skip
     parser.add_argument("--only", choices=["sqlite", "postgres"], help="measure one store")
+    parser.add_argument("--hidden-programs", type=int, default=0,
+                        help="programs marked proprietary, hidden from the viewer")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch, contextlib.ExitStack() as stack:
         targets = []
@@ -327,7 +388,13 @@ def main() -> None:
             print(f"{label}: {args.exposures:,} exposures (+ flags, verdicts, "
                   f"{args.sample_exposures} with JIT samples) in {seconds:.0f} s; "
                   f"per page, {args.repeat} runs:")  # fmt: skip
-            measure(url, args.repeat)
+            with dashboard_url(url) as reader:
+                measure(reader, args.repeat)
+                if args.hidden_programs:  # the same store, now with rows to leave out
+                    hidden = hide_programs(url, args.hidden_programs)
+                    print(f"  {args.hidden_programs} programs proprietary: {hidden:,} exposures "
+                          "hidden from the (anonymous) viewer:")  # fmt: skip
+                    measure(reader, args.repeat)
 
 
 if __name__ == "__main__":

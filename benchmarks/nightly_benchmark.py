@@ -32,7 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from astroquery.mast import Observations  # noqa: E402
-from mast_fixtures import MastDownloadServer, recorded, replay_mast_portal  # noqa: E402
+from mast_fixtures import (  # noqa: E402
+    MastDownloadServer,
+    recorded,
+    replay_mast_portal,
+    rows_beside_the_pipeline_files,
+)
 from scratch import scratch_postgres  # noqa: E402
 
 from analysis.digest import render_text  # noqa: E402
@@ -57,7 +62,8 @@ def make_night(directory: Path, exposures: int, images: int, seed: int) -> Path:
 
 
 def catalogue(directory: Path, released: datetime) -> tuple[list, list]:
-    """CAOM observation and product rows (the recorded rows' columns) for every visit."""
+    """CAOM observation and product rows (the recorded rows' columns) for every visit, with the
+    HAP, HLA and preview rows MAST lists beside the pipeline files (passed over by discovery)."""
     observation = recorded("caom_filtered.json")["data"][0]
     product = recorded("caom_products.json")["data"][0]
     observations, products = [], []
@@ -68,15 +74,15 @@ def catalogue(directory: Path, released: datetime) -> tuple[list, list]:
         observations.append(
             observation | identity | {"obsid": obsid, "t_obs_release": mjd, "t_min": mjd - 1}
         )
+        visit = product | identity | {"obsID": obsid, "parent_obsid": obsid}
         for path in sorted(folder.glob("*.fits*")):
             kind = _KINDS[path.name.split("_")[1].split(".")[0]]
             products.append(
-                product
-                | identity
-                | {"obsID": obsid, "parent_obsid": obsid, "productFilename": path.name,
-                   "dataURI": f"mast:HST/product/{path.name}",
+                visit
+                | {"productFilename": path.name, "dataURI": f"mast:HST/product/{path.name}",
                    "productSubGroupDescription": kind, "size": path.stat().st_size}
             )  # fmt: skip
+        products += rows_beside_the_pipeline_files(visit, folder.parent.name, folder.name)
     return observations, products
 
 

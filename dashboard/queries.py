@@ -31,14 +31,17 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import aliased
 
+from analysis.digest import Digest, build_digest, summary_blocks
 from dashboard.sql_console import (
     SqlError,
     SqlRefusedError,
     SqlResult,
+    SqlRoleError,
     SqlTimeoutError,
     read_only_engine,
     ready_queries,
     run_readonly_sql,
+    sql_page_refusal,
 )
 from models.jif_keywords import checklist_keywords
 from models.tables import (
@@ -70,6 +73,7 @@ __all__ = [
     "SqlError",
     "SqlRefusedError",
     "SqlResult",
+    "SqlRoleError",
     "SqlTimeoutError",
     "StoreCounts",
     "TrendFilters",
@@ -108,6 +112,8 @@ __all__ = [
     "read_only_engine",
     "ready_queries",
     "run_readonly_sql",
+    "scope_problem",
+    "sql_page_refusal",
     "store_columns",
     "store_counts",
     "store_version",
@@ -483,22 +489,65 @@ def last_nightly_run(engine: Engine) -> RunInfo | None:
 def nightly_headline(engine: Engine) -> list[tuple[str, list[str]]]:
     """The summary of the last nightly digest: (lead, items) in plain words, most urgent first.
 
-    Empty when no nightly run has written a digest.
+    Empty when no nightly run has written a digest. The stored digest is the one for readers
+    without access; when it left proprietary programs out, the summary is made again from the
+    night's analysis as this engine's viewer sees it (with the programs granted to them).
     """
     query = (
-        select(NightlyRun.digest)
+        select(NightlyRun.digest, NightlyRun.analysis_run_id)
         .where(NightlyRun.digest.is_not(None))
         .order_by(NightlyRun.run_id.desc())
         .limit(1)
     )
     with engine.connect() as connection:
-        digest = connection.execute(query).scalar()
-    if not digest:
-        return []
+        row = connection.execute(query).first()
+        if row is None or not row.digest:
+            return []
+        digest = row.digest
+        if digest.get("withheld_programs") and row.analysis_run_id is not None:
+            return summary_blocks(_viewer_digest(connection, digest, row.analysis_run_id))
     return [
         (str(b.get("lead", "")), [str(i) for i in b.get("items", [])])
         for b in digest.get("summary", [])
     ]
+
+
+def _viewer_digest(connection: Any, stored: dict[str, Any], analysis_run_id: int) -> Digest:
+    window = tuple(_utc(t) if t else None for t in (stored.get("window") or (None, None)))
+    problems = [(str(p["where"]), str(p["reason"])) for p in stored.get("problems") or []]
+    return build_digest(
+        connection, [analysis_run_id], facts=stored.get("facts") or {}, problems=problems,
+        window=(window[0], window[1]),
+    )  # fmt: skip
+
+
+def scope_problem(engine: Engine) -> str | None:
+    """Why the pages must not show this store through this engine, or None.
+
+    PostgreSQL leaves the programs hidden from the engine's viewer out by row-level security,
+    which does not apply to a superuser or the tables' owner: with something to hide, such a
+    connection would show it. (SQLite connections are scoped by views: nothing to refuse.)
+    """
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as connection:
+        if not connection.exec_driver_sql(
+            "SELECT to_regprocedure('hstmon_hidden_programs()') IS NOT NULL"
+        ).scalar():
+            return None  # a store older than program access has nothing to hide
+        hidden, applies, role = connection.exec_driver_sql(
+            "SELECT EXISTS (SELECT hstmon_hidden_programs()), row_security_active('exposure'),"
+            " current_user"
+        ).one()
+    if not hidden or applies:
+        return None
+    return (
+        f"This store has proprietary programs, and the dashboard reads it as {role}, whom "
+        "row-level security does not apply to (a superuser, or the owner of the tables): it "
+        "would show them to everyone. Serve it as the reader role: `hstmon db reader "
+        "hstmon_reader` (once, as a superuser), then `hstmon dashboard --db "
+        "postgresql://hstmon_reader@HOST/DATABASE`."
+    )
 
 
 def last_analysis_run(engine: Engine) -> RunInfo | None:

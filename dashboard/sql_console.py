@@ -1,10 +1,15 @@
-"""Read-only SQL for the dashboard: read-only engines and one user query with row and time limits.
+"""Read-only SQL for the dashboard: engines scoped to a viewer, and one user query with limits.
 
-Safety rests on the connection, not on parsing: SQLite is opened read-only (``mode=ro``) with
-``PRAGMA query_only`` and an authorizer that allows only reads while a user's query runs;
-PostgreSQL sessions default to read-only transactions, and each user query runs inside ``SET
-TRANSACTION READ ONLY`` with a ``statement_timeout``. :func:`check_statement` is a second line
-of defence that refuses anything but one SELECT, WITH, VALUES or EXPLAIN statement.
+Safety rests on the connection, not on parsing. Every connection is opened for a viewer, and
+sees only the programs that viewer may see: PostgreSQL applies row-level security to the
+``hstmon.viewer`` setting the connection starts with; SQLite gets TEMP views that shadow the
+tables (``models.access.scope_sqlite``). SQLite is opened read-only (``mode=ro``) with ``PRAGMA
+query_only`` and an authorizer that allows only reads (of those views, where they exist) while a
+user's query runs. PostgreSQL sessions default to read-only transactions, each user query runs
+inside ``SET TRANSACTION READ ONLY`` with a ``statement_timeout``, and the SQL page refuses a
+role that could step outside the store (``models.reader.reader_check``): a superuser, the tables'
+owner, a role that reads the server's files. :func:`check_statement` is a second line of defence
+that refuses anything but one SELECT, WITH, VALUES or EXPLAIN statement.
 """
 
 from __future__ import annotations
@@ -21,20 +26,25 @@ import pandas as pd
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 
+from models.access import SCOPED_TABLES, VIEWER_SETTING, SqliteScope, Viewer, scope_sqlite
 from models.database import resolve_database_url
+from models.reader import HOW_TO_CREATE, reader_check
+from models.tables import Base
 
 __all__ = [
     "READY_QUERIES",
     "SqlError",
     "SqlRefusedError",
     "SqlResult",
+    "SqlRoleError",
     "SqlTimeoutError",
     "check_statement",
     "read_only_engine",
     "ready_queries",
     "run_readonly_sql",
+    "sql_page_refusal",
 ]
 
 _ALLOWED_FIRST_WORDS = frozenset({"select", "with", "values", "explain"})
@@ -66,6 +76,13 @@ _SQLITE_READ_ACTIONS = frozenset({
     getattr(sqlite3, "SQLITE_RECURSIVE", 33),
 })  # fmt: skip
 _SQLITE_FORBIDDEN_FUNCTIONS = frozenset({"load_extension", "readfile", "writefile", "edit"})
+SCOPE_RECYCLE_S = 60  # a pooled SQLite connection's age at which its viewer's scope is made anew
+# On a connection scoped to a viewer, the tables of main a user's query may read: hstmon's
+# tables that hold no program's data, and the schema. Not the scoped tables (only the viewer's
+# views read those), nor sqlite_stat1 (row counts per index).
+_SQLITE_OPEN_TABLES = frozenset(
+    (set(Base.metadata.tables) - set(SCOPED_TABLES)) | {"sqlite_master", "sqlite_schema"}
+)
 
 
 class SqlError(RuntimeError):
@@ -78,6 +95,10 @@ class SqlRefusedError(SqlError):
 
 class SqlTimeoutError(SqlError):
     """The query ran longer than its time limit and was cancelled."""
+
+
+class SqlRoleError(SqlError):
+    """The connection's role could reach beyond the store: the SQL page does not run on it."""
 
 
 @dataclass(frozen=True)
@@ -135,36 +156,64 @@ def _sqlite_read_only_url(url: URL) -> URL:
     return url.set(database=f"file:{path}", query={"mode": "ro", "uri": "true"})
 
 
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA query_only=ON")  # belt and braces with mode=ro
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()
+def _sqlite_scoped_to(viewer: Viewer) -> Any:
+    def on_connect(dbapi_connection: Any, record: Any) -> None:
+        # The views first: query_only refuses every CREATE, TEMP ones too.
+        record.info["hstmon_scope"] = scope_sqlite(dbapi_connection, viewer)
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA query_only=ON")  # belt and braces with mode=ro
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()
+
+    return on_connect
 
 
-def read_only_engine(url: str | None = None, *, pooled: bool = False) -> Engine:
-    """An engine whose connections cannot write: SQLite opened read-only, PostgreSQL sessions in
-    read-only transactions.
+def _postgres_option(name: str, value: str) -> str:
+    """``-c name=value`` for libpq's options, which split on white space unless escaped."""
+    escaped = "".join(f"\\{c}" if c.isspace() or c == "\\" else c for c in value)
+    return f"-c {name}={escaped}"
 
-    ``url`` is resolved like every hstmon command's ``--db`` (default: $HSTMON_DATABASE_URL,
-    then the SQLite file in the data directory). PostgreSQL connections are pooled (a few,
-    checked before use) only with ``pooled``, for a long-lived process like the dashboard:
-    dispose of the engine when done. SQLite connections are never pooled (they open in
-    microseconds).
+
+def read_only_engine(
+    url: str | None = None, *, pooled: bool = False, viewer: Viewer | None = None
+) -> Engine:
+    """An engine whose connections cannot write and see what ``viewer`` may see.
+
+    ``viewer`` defaults to an anonymous one (public programs only). ``url`` is resolved like
+    every hstmon command's ``--db`` (default: $HSTMON_DATABASE_URL, then the SQLite file in the
+    data directory). PostgreSQL connections are pooled (a few, checked before use) only with
+    ``pooled``, for a long-lived process like the dashboard: dispose of the engine when done.
+    Pooled SQLite connections keep the views of their viewer's scope; they are made again after
+    a minute, so a new grant or mark shows as soon as the pages' cache forgets.
     """
+    viewer = viewer or Viewer()
     resolved = make_url(resolve_database_url(url))
     backend = resolved.get_backend_name()
     if backend == "sqlite":
-        engine = create_engine(_sqlite_read_only_url(resolved), poolclass=NullPool)
-        event.listen(engine, "connect", _sqlite_on_connect)
+        if pooled:  # a viewer's views are made once per connection, not once per query
+            engine = create_engine(
+                _sqlite_read_only_url(resolved), poolclass=QueuePool, pool_size=2,
+                max_overflow=4, pool_recycle=SCOPE_RECYCLE_S,
+                connect_args={"check_same_thread": False},
+            )  # fmt: skip
+        else:
+            engine = create_engine(_sqlite_read_only_url(resolved), poolclass=NullPool)
+        event.listen(engine, "connect", _sqlite_scoped_to(viewer))
         return engine
     if backend == "postgresql":
         # Every transaction of these sessions is read-only unless a statement changes the
         # default, which the SQL page's statement check refuses (and SET TRANSACTION repeats).
-        options = {"connect_args": {"options": "-c default_transaction_read_only=on"}}
-        if pooled:
+        # The viewer is fixed when the session starts: row-level security reads it.
+        startup = " ".join(
+            (
+                "-c default_transaction_read_only=on",
+                _postgres_option(VIEWER_SETTING, viewer.setting()),
+            )
+        )
+        options = {"connect_args": {"options": startup}}
+        if pooled:  # one engine per viewer: a small pool each
             return create_engine(
-                resolved, pool_size=2, max_overflow=4, pool_pre_ping=True, pool_recycle=600,
+                resolved, pool_size=1, max_overflow=4, pool_pre_ping=True, pool_recycle=600,
                 **options,
             )  # fmt: skip
         return create_engine(resolved, poolclass=NullPool, **options)
@@ -172,12 +221,28 @@ def read_only_engine(url: str | None = None, *, pooled: bool = False) -> Engine:
     raise SqlError(msg)
 
 
-def _sqlite_authorizer(action: int, arg1: Any, arg2: Any, _db: Any, _trigger: Any) -> int:
-    if action not in _SQLITE_READ_ACTIONS:
-        return sqlite3.SQLITE_DENY
-    if action == sqlite3.SQLITE_FUNCTION and str(arg2).lower() in _SQLITE_FORBIDDEN_FUNCTIONS:
-        return sqlite3.SQLITE_DENY
-    return sqlite3.SQLITE_OK
+def _scoped_read(scope: SqliteScope, table: str, database: str, view: str | None) -> bool:
+    """May a read of ``database.table``, made by ``view`` (a view or a CTE, or None for the
+    query itself), happen on a connection scoped to a viewer?"""
+    if database == "main":
+        return table in _SQLITE_OPEN_TABLES or view in scope.sources
+    if database == "temp":  # the viewer's views, and what they read
+        return table in scope.views or (table in scope.sources and view in scope.views)
+    return False
+
+
+def _sqlite_authorizer(scope: SqliteScope) -> Any:
+    def authorize(action: int, arg1: Any, arg2: Any, database: Any, view: Any) -> int:
+        if action not in _SQLITE_READ_ACTIONS:
+            return sqlite3.SQLITE_DENY
+        if action == sqlite3.SQLITE_FUNCTION and str(arg2).lower() in _SQLITE_FORBIDDEN_FUNCTIONS:
+            return sqlite3.SQLITE_DENY
+        if action == sqlite3.SQLITE_READ and scope.views:
+            allowed = _scoped_read(scope, arg1, database, view)
+            return sqlite3.SQLITE_OK if allowed else sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    return authorize
 
 
 def _fetch(cursor: Any, row_limit: int) -> tuple[pd.DataFrame, bool]:
@@ -187,15 +252,24 @@ def _fetch(cursor: Any, row_limit: int) -> tuple[pd.DataFrame, bool]:
     return pd.DataFrame([tuple(r) for r in rows[:row_limit]], columns=columns), truncated
 
 
+_EXPLAIN_HIDDEN = (
+    "EXPLAIN is not available while programs are hidden from you: its plans and estimates are "
+    "of the tables behind what you see"
+)
+
+
 def _run_sqlite(engine: Engine, sql: str, row_limit: int, timeout_s: float) -> SqlResult:
     started = time.perf_counter()
     deadline = started + timeout_s
     raw = engine.raw_connection()
     try:
+        scope: SqliteScope = raw.info.get("hstmon_scope", SqliteScope())
+        if scope.views and sql.lstrip().lower().startswith("explain"):
+            raise SqlRefusedError(_EXPLAIN_HIDDEN)
         connection: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]
         # Returning non-zero from the progress handler interrupts the statement.
         connection.set_progress_handler(lambda: int(time.perf_counter() > deadline), 10_000)
-        connection.set_authorizer(_sqlite_authorizer)
+        connection.set_authorizer(_sqlite_authorizer(scope))
         cursor = connection.cursor()
         try:
             cursor.execute(sql)
@@ -216,16 +290,34 @@ def _run_sqlite(engine: Engine, sql: str, row_limit: int, timeout_s: float) -> S
     return SqlResult(frame, truncated, time.perf_counter() - started)
 
 
+def _refusal(check_problems: list[str], role: str) -> str:
+    return (
+        f"The SQL page does not run as {role}: " + "; ".join(check_problems) + ". " + HOW_TO_CREATE
+    )
+
+
 def _run_postgres(engine: Engine, sql: str, row_limit: int, timeout_s: float) -> SqlResult:
     import psycopg
 
     started = time.perf_counter()
     explain = sql.lstrip().lower().startswith("explain")
     with engine.connect() as connection:
+        check = reader_check(connection)
+        if not check.safe:
+            raise SqlRoleError(_refusal(check.problems, check.role))
+        if (
+            explain
+            and connection.exec_driver_sql(
+                "SELECT EXISTS (SELECT hstmon_hidden_programs())"
+            ).scalar()
+        ):
+            # The planner's row estimates come from statistics over every program's rows.
+            raise SqlRefusedError(_EXPLAIN_HIDDEN)
+        connection.rollback()  # the user's query in a transaction of its own
         connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+        # SET, not set_config(): a reader may not execute set_config (see models.reader).
         connection.exec_driver_sql(
-            "SELECT set_config('statement_timeout', %(ms)s, true)",
-            {"ms": str(max(1, round(timeout_s * 1000)))},
+            f"SET LOCAL statement_timeout = {max(1, round(timeout_s * 1000))}"
         )
         driver = connection.connection.driver_connection
         # A server-side cursor streams rows (only row_limit + 1 are fetched); DECLARE, like the
@@ -245,6 +337,25 @@ def _run_postgres(engine: Engine, sql: str, row_limit: int, timeout_s: float) ->
     return SqlResult(frame, truncated, time.perf_counter() - started)
 
 
+def sql_page_refusal(url: str | None) -> str | None:
+    """Why the SQL page must not run on ``url`` (a role that reaches beyond the store), or None.
+
+    SQLite has no roles: its connections are opened read-only with an authorizer.
+    """
+    resolved = make_url(resolve_database_url(url))
+    if resolved.get_backend_name() != "postgresql":
+        return None
+    engine = read_only_engine(url)
+    try:
+        with engine.connect() as connection:
+            check = reader_check(connection)
+    except DBAPIError as exc:
+        raise SqlError(str(exc.orig).strip()) from exc
+    finally:
+        engine.dispose()
+    return None if check.safe else _refusal(check.problems, check.role)
+
+
 def run_readonly_sql(
     url: str | None,
     sql: str,
@@ -252,8 +363,10 @@ def run_readonly_sql(
     timeout_s: float = 5.0,
     *,
     check: bool = True,
+    viewer: Viewer | None = None,
 ) -> SqlResult:
-    """Run one user-written read-only statement with a row limit and a time limit.
+    """Run one user-written read-only statement with a row limit and a time limit, seeing what
+    ``viewer`` may see (default: an anonymous viewer, public programs only).
 
     Parameters
     ----------
@@ -268,6 +381,8 @@ def run_readonly_sql(
     check : bool
         Refuse anything but one read-only statement before sending it (default). ``False``
         leaves the refusal to the read-only connection alone: tests use it to prove that.
+    viewer : Viewer or None
+        Whose programs the query sees.
 
     Raises
     ------
@@ -275,6 +390,9 @@ def run_readonly_sql(
         The text is not one read-only statement (nothing was sent to the database).
     SqlTimeoutError
         The time limit was reached.
+    SqlRoleError
+        PostgreSQL: the connection's role reaches beyond the store (a superuser, the tables'
+        owner, a role that reads the server's files...); nothing was run.
     SqlError
         The database refused the query (syntax, unknown column, a write attempt...).
     """
@@ -282,7 +400,7 @@ def run_readonly_sql(
         msg = f"row_limit must be >= 1 and timeout_s > 0, not {row_limit} and {timeout_s}"
         raise ValueError(msg)
     statement = check_statement(sql) if check else sql
-    engine = read_only_engine(url)
+    engine = read_only_engine(url, viewer=viewer)
     try:
         if engine.dialect.name == "sqlite":
             return _run_sqlite(engine, statement, row_limit, timeout_s)

@@ -1,15 +1,18 @@
 """The MAST source: find HST products with astroquery, download them verified onto an archive tree.
 
-Discovery runs on the calling process (``find_products``); downloads run as Dask tasks
-(``download_products``), one small batch of files per task, each file fetched into
-``<name>.part`` and renamed into place only once verified, so ingest (which globs ``*.fits`` and
-``*.fits.gz``) never sees a partial file.
+Discovery runs on the calling process (``find_products``): of everything MAST lists it keeps
+the instrument's calibrated pipeline FITS products of each exposure, and counts what it passed
+over and why. Downloads run as Dask tasks (``download_products``), one small batch of files per
+task, each file fetched into ``<name>.part`` and renamed into place only once verified, so ingest
+(which globs ``*.fits`` and ``*.fits.gz``) never sees a partial file. A failed download says
+whether asking again soon can help (``DownloadOutcome.permanent``).
 """
 
 from __future__ import annotations
 
 import gzip
 import itertools
+import math
 import os
 import re
 import sys
@@ -19,15 +22,17 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import numpy as np
 import requests
+from astropy.io import fits
 from astropy.table import Row, Table, vstack
+from astropy.utils.exceptions import AstropyUserWarning
 from astroquery.exceptions import (
     InvalidQueryError,
     LoginError,
@@ -35,6 +40,7 @@ from astroquery.exceptions import (
     RemoteServiceError,
 )
 from astroquery.mast import Mast, Observations
+from astroquery.mast import conf as mast_conf
 from dask.distributed import Client, Future, as_completed
 from requests.adapters import HTTPAdapter
 from tqdm import tqdm
@@ -43,7 +49,10 @@ from ingest.reader import FITS_BLOCK
 
 __all__ = [
     "DOWNLOAD_URL_ENV",
+    "PIPELINE_PROJECTS",
+    "SKIP_REASONS",
     "TOKEN_ENV",
+    "Discovery",
     "DownloadOutcome",
     "MastError",
     "MastProduct",
@@ -52,6 +61,7 @@ __all__ = [
     "download_products",
     "download_url",
     "find_products",
+    "from_mjd",
     "mast_criteria",
     "resolve_token",
     "split_present",
@@ -62,6 +72,24 @@ __all__ = [
 DOWNLOAD_URL_ENV = "HSTMON_MAST_DOWNLOAD_URL"
 TOKEN_ENV = "MAST_API_TOKEN"  # astroquery's own convention
 DATE_COLUMNS = {"release": "t_obs_release", "observation": "t_min"}
+# Each instrument's calibration pipeline as MAST's product column `project` names it. The same
+# exposures' HAP copies (project HAP-SVM, HAP-MVM) and HLA products carry their own project, and
+# would be a second copy of every FLT/FLC. WFC3 and ACS are in the recorded answers; STIS and COS
+# follow the same pattern (unconfirmed: MastSelection.projects overrides).
+PIPELINE_PROJECTS = {"WFC3": "CALWF3", "ACS": "CALACS", "STIS": "CALSTIS", "COS": "CALCOS"}
+# Why discovery passed over a product row MAST listed, in the order the reasons are tested.
+SKIP_REASONS = {
+    "other_project": "not the instrument's calibration pipeline (HAP and HLA products)",
+    "preview": "preview images (JPG, PNG), not data",
+    "not_fits": "not FITS files",
+    "other_product_type": "product types not asked for (RAW, SPT, DRZ, DRC...)",
+    "not_public": "not public yet (EXCLUSIVE_ACCESS, PROPRIETARY) and no MAST token given",
+    "no_observation": "rows that could not be tied to their observation (see the warnings)",
+}
+FITS_EXTENSIONS = (".fits", ".fits.gz")
+PREVIEW_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif")
+PUBLIC_DATA_RIGHTS = "PUBLIC"
+TOKEN_COOKIE = "mast_token"  # the cookie astroquery's login puts on its session
 
 _MJD_EPOCH = datetime(1858, 11, 17, tzinfo=UTC)
 # MAST needs both ends of a range; an open end is MJD 0 (1858) or 100000 (2132).
@@ -88,11 +116,14 @@ class MastError(RuntimeError):
 
 @dataclass(frozen=True)
 class MastSelection:
-    """Which HST products to fetch: CAOM criteria plus a product-type filter.
+    """Which HST products to fetch: CAOM criteria plus filters on the products MAST lists.
 
     ``since`` (inclusive) and ``until`` (exclusive) are UTC datetimes (naive ones are taken as
     UTC) compared with ``date_field``: the release date (``t_obs_release``) or the observation
     start (``t_min``). ``programs`` and ``obs_ids`` may hold one MAST wildcard (``*``) each.
+    Products are kept when their ``project`` is one of ``projects`` (default: the instruments'
+    calibration pipelines, `PIPELINE_PROJECTS`), their file is FITS, their sub-group is one of
+    ``product_types``, and, when ``public_only``, their ``dataRights`` is PUBLIC.
     """
 
     programs: tuple[str, ...] = ()
@@ -102,6 +133,18 @@ class MastSelection:
     since: datetime | None = None
     until: datetime | None = None
     product_types: tuple[str, ...] = ("FLT", "FLC", "IMA", "JIF", "JIT", "ASN")
+    projects: tuple[str, ...] = ()
+    public_only: bool = True
+
+    @property
+    def pipeline_projects(self) -> tuple[str, ...]:
+        """The MAST projects whose products are kept: ``projects``, else the instruments'."""
+        if self.projects:
+            return self.projects
+        if not self.instruments:
+            return tuple(sorted(set(PIPELINE_PROJECTS.values())))
+        families = dict.fromkeys(i.split("/")[0].strip().upper() for i in self.instruments)
+        return tuple(PIPELINE_PROJECTS[f] for f in families if f in PIPELINE_PROJECTS)
 
     def __post_init__(self) -> None:
         if self.date_field not in DATE_COLUMNS:
@@ -118,6 +161,16 @@ class MastSelection:
             if len(wildcards) > 1:  # astroquery would keep the first and drop the rest
                 msg = f"{name}: MAST takes one wildcard value per criterion, got {wildcards}"
                 raise ValueError(msg)
+        unknown = [
+            i for i in self.instruments if i.split("/")[0].strip().upper() not in PIPELINE_PROJECTS
+        ]
+        if unknown and not self.projects:
+            msg = (
+                f"no calibration pipeline known for {', '.join(unknown)}: name the MAST project "
+                f"of its pipeline products (projects=, --project), e.g. one of "
+                f"{sorted(PIPELINE_PROJECTS.values())}"
+            )
+            raise ValueError(msg)
 
     def as_json(self) -> dict[str, Any]:
         """The selection as JSON-ready values, for run bookkeeping."""
@@ -129,6 +182,8 @@ class MastSelection:
             "since": _utc(self.since).isoformat() if self.since else None,
             "until": _utc(self.until).isoformat() if self.until else None,
             "product_types": list(self.product_types),
+            "projects": list(self.pipeline_projects),
+            "public_only": self.public_only,
         }
 
     def describe(self) -> str:
@@ -149,7 +204,13 @@ class MastSelection:
 
 @dataclass(frozen=True)
 class MastProduct:
-    """One file MAST holds; ``size_bytes`` is None when MAST does not list one."""
+    """One file MAST holds, as its product list describes it.
+
+    ``size_bytes`` is the size MAST lists (None when it lists none), which can be out of date:
+    a download is judged by its FITS structure, not by this. ``data_rights`` (PUBLIC,
+    EXCLUSIVE_ACCESS...) and ``released_at`` (the observation's public release, UTC) are
+    MAST's, kept for whoever decides who may see a program's data.
+    """
 
     uri: str
     filename: str
@@ -157,6 +218,9 @@ class MastProduct:
     proposal_id: str
     product_type: str
     size_bytes: int | None
+    project: str | None = None
+    data_rights: str | None = None
+    released_at: datetime | None = None
 
     def __post_init__(self) -> None:
         # These become directory and file names: nothing from MAST may climb out of the archive.
@@ -172,9 +236,32 @@ class MastProduct:
 
 
 @dataclass(frozen=True)
+class Discovery:
+    """What discovery found: the products to fetch, and how many listed rows it passed over.
+
+    ``skipped`` counts rows by reason (the keys of `SKIP_REASONS`); ``warnings`` say which rows
+    should have been kept but could not be (a product not tied to its observation).
+    ``not_public`` are the products passed over only because they are not public yet and no
+    token was given: what MAST says of their rights and release, for whoever keeps track of
+    proprietary programs.
+    """
+
+    products: list[MastProduct]
+    skipped: dict[str, int]
+    warnings: list[str]
+    not_public: list[MastProduct] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class DownloadOutcome:
     """What became of one product: ``size_bytes`` of the file in place (0 if none), ``seconds``
-    of wall time, ``attempts`` HTTP requests made (0 when the file was already present)."""
+    of wall time, ``attempts`` HTTP requests made (0 when the file was already present).
+
+    A failure is ``permanent`` when asking again soon will not help: MAST refused or does not
+    have the file (a 4xx answer), or what it sent was still not whole FITS after the retries.
+    Otherwise (5xx, timeouts, connections lost, the local disk, a refused login) it is
+    transient. ``warning`` says what was odd about a good file (MAST's listed size differs).
+    """
 
     uri: str
     path: str
@@ -183,6 +270,8 @@ class DownloadOutcome:
     size_bytes: int
     seconds: float
     attempts: int
+    permanent: bool = False
+    warning: str | None = None
 
 
 # --- discovery ----------------------------------------------------------------------------
@@ -193,6 +282,17 @@ def to_mjd(moment: datetime) -> float:
     return (_utc(moment) - _MJD_EPOCH) / timedelta(days=1)
 
 
+def from_mjd(mjd: float) -> datetime:
+    """A Modified Julian Date as a UTC datetime (to the microsecond)."""
+    return _MJD_EPOCH + timedelta(days=float(mjd))
+
+
+def _caom_obs_id(obs_id: str) -> str:
+    """An obs id as CAOM spells it: pipeline ids (IEPP01010) upper case, HAP ids (hst_...)
+    lower case."""
+    return obs_id.lower() if obs_id.lower().startswith("hst_") else obs_id.upper()
+
+
 def mast_criteria(selection: MastSelection) -> dict[str, Any]:
     """The ``Observations.query_criteria`` keywords for a selection."""
     criteria: dict[str, Any] = {"obs_collection": "HST"}
@@ -201,7 +301,7 @@ def mast_criteria(selection: MastSelection) -> dict[str, Any]:
     if selection.programs:
         criteria["proposal_id"] = [str(p) for p in selection.programs]
     if selection.obs_ids:
-        criteria["obs_id"] = [o.upper() for o in selection.obs_ids]  # CAOM's spelling
+        criteria["obs_id"] = [_caom_obs_id(o) for o in selection.obs_ids]
     if selection.since or selection.until:
         low = to_mjd(selection.since) if selection.since else _MJD_OPEN_LOW
         high = to_mjd(selection.until) if selection.until else _MJD_OPEN_HIGH
@@ -211,17 +311,18 @@ def mast_criteria(selection: MastSelection) -> dict[str, Any]:
 
 def find_products(
     selection: MastSelection, *, page_size: int = 50_000, progress: bool | None = None
-) -> list[MastProduct]:
-    """Every product MAST lists for the selection, deduplicated by URI, sorted by location.
+) -> Discovery:
+    """The products of the selection MAST lists, once each by URI, sorted by location, and
+    what was passed over and why.
 
     Observations and products are both fetched page by page (``page_size`` rows; MAST caps a
     page at 50,000) and a page that comes back full is always followed by the next, so no
-    result is cut at the cap silently. Nothing found is an empty list. Raises `MastError`.
+    result is cut at the cap silently. Nothing found is an empty discovery. Raises `MastError`.
     """
     _give_queries_a_timeout()
     observations = _within_dates(_query_observations(selection, page_size), selection)
     if not len(observations):
-        return []
+        return Discovery([], {}, [])
     by_obsid = {str(row["obsid"]): row for row in observations}
     obsids = sorted(by_obsid)
     step = _OBSERVATIONS_PER_PRODUCT_QUERY
@@ -234,16 +335,58 @@ def find_products(
             bar.update(len(chunk))
     found = [t for t in tables if len(t)]
     if not found:
-        return []
+        return Discovery([], {}, [])
     with _mast_query(f"the product list of {selection.describe()}"):
-        wanted = Observations.filter_products(
-            vstack(found), productSubGroupDescription=list(selection.product_types)
-        )
-    try:
-        return _unique_sorted(_product(row, by_obsid) for row in wanted)
-    except ValueError as exc:
-        msg = f"MAST listed a product of {selection.describe()} hstmon cannot file: {exc}"
-        raise MastError(msg) from exc
+        wanted, not_public, skipped = _wanted_products(vstack(found), selection)
+    products, warnings = _products(wanted, by_obsid)
+    if warnings:
+        skipped["no_observation"] = len(warnings)
+    withheld, _ = _products(not_public, by_obsid)  # counted as not public already
+    return Discovery(_unique_sorted(products), skipped, warnings, _unique_sorted(withheld))
+
+
+def _products(rows: Table, observations: dict[str, Row]) -> tuple[list[MastProduct], list[str]]:
+    """The products of some rows, and a warning for each row that cannot be filed."""
+    products, warnings = [], []
+    for row in rows:
+        try:
+            products.append(_product(row, observations))
+        except ValueError as exc:
+            warnings.append(f"MAST listed a product hstmon cannot file, skipped: {exc}")
+    return products, warnings
+
+
+def _wanted_products(
+    products: Table, selection: MastSelection
+) -> tuple[Table, Table, dict[str, int]]:
+    """The rows of the selection's pipeline FITS products, those of them withheld as not
+    public, and how many rows were passed over why.
+
+    Each test is astroquery's ``filter_products``, in the order of `SKIP_REASONS`, so a row
+    counts under the first reason it meets (a HAP preview is a HAP product).
+    """
+    keep = Observations.filter_products
+    skipped: dict[str, int] = {}
+
+    def count(reason: str, rows: int) -> None:
+        if rows:
+            skipped[reason] = rows
+
+    pipeline = keep(products, project=list(selection.pipeline_projects))
+    count("other_project", len(products) - len(pipeline))
+    fits_files = keep(pipeline, extension=list(FITS_EXTENSIONS))
+    # Previews are never FITS: of the rows the FITS test drops, they are counted apart.
+    previews = len(keep(pipeline, extension=list(PREVIEW_EXTENSIONS)))
+    count("preview", previews)
+    count("not_fits", len(pipeline) - len(fits_files) - previews)
+    asked = keep(fits_files, productSubGroupDescription=list(selection.product_types))
+    count("other_product_type", len(fits_files) - len(asked))
+    if not selection.public_only:
+        return asked, asked[:0], skipped
+    public = keep(asked, dataRights=PUBLIC_DATA_RIGHTS)
+    count("not_public", len(asked) - len(public))
+    withheld = keep(asked, dataRights=f"!{PUBLIC_DATA_RIGHTS}")
+    return public, withheld, skipped
 
 
 class _TimeoutAdapter(HTTPAdapter):
@@ -257,11 +400,13 @@ class _TimeoutAdapter(HTTPAdapter):
 
 
 def _give_queries_a_timeout() -> None:
-    """Mount the timeout adapter on astroquery's MAST sessions (once; more specific mounts,
-    such as a test's replay of MAST, still take precedence)."""
+    """Mount the timeout adapter on astroquery's MAST sessions (once per process, workers too:
+    a login is a request on the same session; more specific mounts, such as a test's replay of
+    MAST, still take precedence)."""
     for session in (Observations._session, Mast._session):
-        if not isinstance(session.adapters.get("https://"), _TimeoutAdapter):
-            session.mount("https://", _TimeoutAdapter())
+        for scheme in ("https://", "http://"):
+            if not isinstance(session.adapters.get(scheme), _TimeoutAdapter):
+                session.mount(scheme, _TimeoutAdapter())
 
 
 def _query_observations(selection: MastSelection, page_size: int) -> Table:
@@ -383,6 +528,16 @@ def _text(row: Row | None, column: str) -> str | None:
     return str(value).strip() or None
 
 
+def _number(row: Row | None, column: str) -> float | None:
+    """A cell as a finite float; None when absent, masked or not a number."""
+    text = _text(row, column)
+    try:
+        value = float(text) if text is not None else math.nan
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def _product(row: Row, observations: dict[str, Row]) -> MastProduct:
     """A MastProduct from a product row; its parent observation fills what the row lacks."""
     parent = observations.get(_text(row, "parent_obsid") or "") or observations.get(
@@ -390,6 +545,7 @@ def _product(row: Row, observations: dict[str, Row]) -> MastProduct:
     )
     obs_id = _text(row, "obs_id") or _text(parent, "obs_id") or ""
     size = _text(row, "size")
+    released = _number(parent, "t_obs_release")
     return MastProduct(
         uri=_text(row, "dataURI") or "",
         filename=_text(row, "productFilename") or "",
@@ -398,6 +554,9 @@ def _product(row: Row, observations: dict[str, Row]) -> MastProduct:
         product_type=(_text(row, "productSubGroupDescription") or "").upper(),
         # MAST lists 0 for some files it has not measured: unknown, not empty.
         size_bytes=int(size) if size and int(size) > 0 else None,
+        project=_text(row, "project"),
+        data_rights=_text(row, "dataRights") or _text(parent, "dataRights"),
+        released_at=from_mjd(released) if released is not None else None,
     )
 
 
@@ -420,15 +579,16 @@ def resolve_token(token: str | None) -> str | None:
 def split_present(
     products: Iterable[MastProduct], archive_root: Path
 ) -> tuple[list[MastProduct], list[MastProduct]]:
-    """(to download, already present): present means the file is in place with MAST's size.
+    """(to download, already present): present means the file is in place.
 
-    When MAST lists no size, a file in place counts as present: files are only ever renamed
-    into place after their download was verified.
+    Files are only ever renamed into place after their download was verified, and MAST's
+    listed sizes can be out of date, so a file in place is not fetched again whatever size MAST
+    lists (ingest reads it and records it failed, with its reason, if it is not whole).
     """
     to_download, present = [], []
     for product in products:
         target = product.local_path(Path(archive_root))
-        (present if _is_present(product, target) else to_download).append(product)
+        (present if target.is_file() else to_download).append(product)
     return to_download, present
 
 
@@ -441,9 +601,11 @@ def download_url(uri: str) -> str:
 def verify_fits(path: Path) -> str | None:
     """Why ``path`` is not a whole FITS file, or None when it is.
 
-    Plain: it starts with a SIMPLE card and is whole 2880-byte blocks. Gzipped: the same of the
-    decompressed bytes, and the gzip CRC checks. MAST publishes no checksum for HST products, so
-    the gzip CRC (where there is one) is the only checksum a download can be held to.
+    Plain: it starts with a SIMPLE card, and its size is what its HDUs' headers add up to
+    (every header and data block present, nothing after the last). Gzipped: the same of the
+    decompressed bytes, and the gzip CRC checks. MAST publishes no checksum for HST products
+    and its listed sizes can be out of date, so the file's own structure (and the gzip CRC,
+    where there is one) is what a download is held to.
     """
     with path.open("rb") as raw:
         head = raw.read(FITS_BLOCK)
@@ -457,7 +619,26 @@ def verify_fits(path: Path) -> str | None:
         return "not a FITS file (it does not begin with a SIMPLE card)"
     if size % FITS_BLOCK:
         return f"truncated: {size} bytes is not a whole number of {FITS_BLOCK}-byte FITS blocks"
+    try:
+        expected = _size_by_headers(path)
+    except (OSError, ValueError, IndexError) as exc:
+        return f"not a whole FITS file: {exc}"
+    if size < expected:
+        return f"truncated: its HDU headers add up to {expected} bytes, it has {size}"
+    if size > expected:
+        return f"{size - expected} bytes after the last HDU its headers describe ({expected} bytes)"
     return None
+
+
+def _size_by_headers(path: Path) -> int:
+    """The bytes a FITS file's HDUs take by their headers (astropy reads every header, and no
+    data); raises what astropy raises for a header it cannot read."""
+    with warnings.catch_warnings():
+        # A short file is what this measures: astropy's warning about it would say it twice.
+        warnings.simplefilter("ignore", AstropyUserWarning)
+        with fits.open(path, lazy_load_hdus=False, memmap=False) as hdus:
+            last = hdus.fileinfo(len(hdus) - 1)
+    return int(last["datLoc"]) + int(last["datSpan"])
 
 
 def _gunzipped_head_and_size(path: Path) -> tuple[bytes, int]:
@@ -482,43 +663,67 @@ def download_product(
     """Fetch one product into ``product.local_path(archive_root)``; never raises.
 
     The file is streamed into ``<name>.part`` (resuming a partial one with an HTTP Range
-    request), verified (HTTP length, MAST's size, FITS structure, gzip CRC) and only then
-    renamed into place. Connection errors, 5xx answers, bodies cut short and files that fail
-    verification are retried ``retries`` more times, waiting ``backoff_s`` seconds, doubling.
-    ``token`` logs this process into MAST first (needed for proprietary data); it is never
-    written into the outcome.
+    request), verified (the length HTTP announced, FITS structure, gzip CRC) and only then
+    renamed into place; a size other than MAST lists is a ``warning``, not a failure (MAST's
+    sizes can be out of date). Connection errors, 5xx answers, bodies cut short and files that
+    fail verification are retried ``retries`` more times, waiting ``backoff_s`` seconds,
+    doubling. ``token`` logs this process into MAST first (needed for proprietary data); its
+    cookie goes to MAST's own hosts only, and it is never written into the outcome.
     """
     started = time.monotonic()
     target = product.local_path(Path(archive_root))
     try:
-        status, error, attempts = _download(product, target, token, max(0, retries), backoff_s)
+        result = _download(product, target, token, max(0, retries), backoff_s)
     except OSError as exc:  # the local disk: full, read-only, a file where a folder should be
-        status, error, attempts = "failed", f"cannot write {target}: {exc}", 0
-    error = _scrub(error, token) if error else None
-    return _outcome(product, target, status, error, started, attempts)
+        result = _Result("failed", f"cannot write {target}: {exc}", 0)
+    error = _scrub(result.error, token) if result.error else None
+    return replace(
+        _outcome(product, target, result.status, error, started, result.attempts),
+        permanent=result.permanent,
+        warning=result.warning,
+    )
+
+
+@dataclass(frozen=True)
+class _Result:
+    status: Literal["downloaded", "present", "failed"]
+    error: str | None
+    attempts: int
+    permanent: bool = False
+    warning: str | None = None
 
 
 def _download(
     product: MastProduct, target: Path, token: str | None, retries: int, backoff_s: float
-) -> tuple[Literal["downloaded", "present", "failed"], str | None, int]:
-    """(status, error, attempts) of fetching one product; raises OSError for the local disk."""
-    if _is_present(product, target):
-        return "present", None, 0
+) -> _Result:
+    """What fetching one product came to; raises OSError for the local disk."""
+    if target.is_file():
+        return _Result("present", None, 0)
     if token and (reason := _login(token)):
-        return "failed", reason, 0
+        return _Result("failed", reason, 0)  # the token or the network: not the file's fault
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
     url = download_url(product.uri)
-    reason, attempts = None, 0
-    for attempts in range(1, retries + 2):
-        if attempts > 1:
-            time.sleep(backoff_s * 2 ** (attempts - 2))
-        reason, worth_retrying = _attempt(product, url, part, target)
-        if reason is None:
-            return "downloaded", None, attempts
-        if not worth_retrying:
+    attempts = 1
+    while (failure := _attempt(url, part, target)) is not None:
+        if not failure.retry or attempts > retries:
             break
-    return "failed", f"{reason} (gave up after {attempts} attempt{'s' * (attempts > 1)})", attempts
+        time.sleep(backoff_s * 2 ** (attempts - 1))
+        attempts += 1
+    if failure is None:
+        return _Result("downloaded", None, attempts, warning=_size_warning(product, target))
+    tries = f"gave up after {attempts} attempt{'s' * (attempts > 1)}"
+    return _Result("failed", f"{failure.reason} ({tries})", attempts, failure.permanent)
+
+
+def _size_warning(product: MastProduct, target: Path) -> str | None:
+    size = target.stat().st_size
+    if product.size_bytes is None or size == product.size_bytes:
+        return None
+    return (
+        f"MAST lists {product.size_bytes} bytes, the file has {size}; kept, as its FITS "
+        "structure checks (MAST's listed sizes can be out of date)"
+    )
 
 
 def download_products(
@@ -627,25 +832,44 @@ class _BadResume(Exception):
     """The server answered a Range request with some other part of the file."""
 
 
-def _attempt(product: MastProduct, url: str, part: Path, target: Path) -> tuple[str | None, bool]:
-    """One try: fetch (resuming ``part``), verify, rename. (reason, worth retrying) on failure."""
+@dataclass(frozen=True)
+class _Failure:
+    """Why one try failed, whether another try now may help, and whether it is the file's own
+    fault (``permanent``: retrying tonight, or tomorrow, will not change it)."""
+
+    reason: str
+    retry: bool
+    permanent: bool
+
+
+# 408 (timeout) and 429 (throttled) may pass; after a 416 the .part is gone and the next try
+# starts over. Other 4xx (401, 403, 404, 410) will not change by asking again.
+_TRANSIENT_4XX = (408, 416, 429)
+
+
+def _attempt(url: str, part: Path, target: Path) -> _Failure | None:
+    """One try: fetch (resuming ``part``), verify, rename; why it failed, or None."""
     try:
         http_length = _fetch(url, part)
     except _HttpFailure as exc:
-        # 5xx, 408 (timeout) and 429 (throttled) may pass; after a 416 the .part is gone and
-        # the next try starts over. Other 4xx (401, 403, 404) will not change by asking again.
-        return str(exc), exc.status >= 500 or exc.status in (408, 416, 429)
+        transient = exc.status >= 500 or exc.status in _TRANSIENT_4XX
+        return _Failure(str(exc), retry=transient, permanent=not transient)
     except _BadResume as exc:
         part.unlink(missing_ok=True)
-        return str(exc), True
+        return _Failure(str(exc), retry=True, permanent=False)
     except requests.RequestException as exc:  # refused, reset, timed out, or body cut short
-        return f"download interrupted: {type(exc).__name__}: {exc}", True
-    reason = _verify(part, product.size_bytes, http_length)
-    if reason:
+        reason = f"download interrupted: {type(exc).__name__}: {exc}"
+        return _Failure(reason, retry=True, permanent=False)
+    size = part.stat().st_size
+    if http_length is not None and size != http_length:  # the transfer, not the file
         part.unlink(missing_ok=True)
-        return reason, True
+        reason = f"received {size} bytes, the server announced {http_length}"
+        return _Failure(reason, retry=True, permanent=False)
+    if reason := verify_fits(part):  # what the server sends: wrong again after the retries
+        part.unlink(missing_ok=True)
+        return _Failure(reason, retry=True, permanent=True)
     os.replace(part, target)
-    return None, False
+    return None
 
 
 def _fetch(url: str, part: Path) -> int | None:
@@ -695,31 +919,31 @@ def _announced_length(response: requests.Response, resume_from: int) -> int | No
     return int(length) if length and length.isdigit() else None
 
 
-def _verify(part: Path, mast_size: int | None, http_length: int | None) -> str | None:
-    size = part.stat().st_size
-    if http_length is not None and size != http_length:
-        return f"received {size} bytes, the server announced {http_length}"
-    if mast_size is not None and size != mast_size:
-        return f"received {size} bytes, MAST lists {mast_size}"
-    return verify_fits(part)
-
-
 def _login(token: str) -> str | None:
-    """Log this process's astroquery session into MAST; why it failed, or None."""
-    if Observations._session.cookies.get("mast_token") == token:
+    """Log this process's astroquery session into MAST; why it failed, or None.
+
+    The login's own request has the same timeout as every query. astroquery leaves the token
+    as a cookie for any host; it is put back for MAST's own host and its subdomains, over
+    HTTPS only, so a mirror or proxy in ``$HSTMON_MAST_DOWNLOAD_URL`` never receives it.
+    """
+    _give_queries_a_timeout()
+    jar = Observations._session.cookies
+    host = _mast_host()
+    if any(c.name == TOKEN_COOKIE and c.value == token and c.domain == host for c in jar):
         return None  # this worker already logged in with it
     try:
         Observations.login(token=token)
     except (LoginError, requests.RequestException, ValueError) as exc:
         Observations.logout()  # astroquery leaves the refused token on the session
         return f"MAST login failed ({type(exc).__name__}: {exc}); check the MAST API token"
+    jar.set(TOKEN_COOKIE, None)  # every copy, whatever its domain
+    jar.set(TOKEN_COOKIE, token, domain=host, secure=True)
     return None
 
 
-def _is_present(product: MastProduct, target: Path) -> bool:
-    if not target.is_file():
-        return False
-    return product.size_bytes is None or target.stat().st_size == product.size_bytes
+def _mast_host() -> str:
+    """MAST's host (mast.stsci.edu), from astroquery's configuration of the MAST server."""
+    return urlsplit(mast_conf.server).hostname or "mast.stsci.edu"
 
 
 def _scrub(text: str, token: str | None) -> str:

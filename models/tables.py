@@ -37,6 +37,7 @@ __all__ = [
     "AnalysisState",
     "Association",
     "Base",
+    "DownloadFailure",
     "Exposure",
     "FileWarning",
     "FitsHeader",
@@ -46,6 +47,8 @@ __all__ = [
     "IngestRun",
     "JitterSample",
     "NightlyRun",
+    "Program",
+    "ProgramAccess",
     "PsfMeasurement",
     "SourceFile",
     "Verdict",
@@ -547,8 +550,9 @@ class NightlyRun(Base):
     finished_at: Mapped[datetime | None] = _time("UTC end of the run; NULL while running or killed")
     status: Mapped[str] = mapped_column(
         String(16),
-        comment="running | succeeded | failed (some downloads failed: the window is covered "
-        "again) | error (stopped; message says why) | aborted (its process died)",
+        comment="running | succeeded (files outstanding in download_failure included) | failed "
+        "(a download failed for now: the window is covered again) | error (stopped; message "
+        "says why) | aborted (its process died)",
     )
     stage: Mapped[str] = mapped_column(
         String(16), comment="last stage begun: discover | download | ingest | analyze | digest"
@@ -566,7 +570,10 @@ class NightlyRun(Base):
         HeaderJSON, comment="selection (programs, instruments, products), archive root, scheduler"
     )
     counts: Mapped[dict[str, Any] | None] = mapped_column(
-        HeaderJSON, nullable=True, comment="products found, downloaded, present, failed; files"
+        HeaderJSON,
+        nullable=True,
+        comment="products found, skipped (by reason), downloaded, present, failed (permanent "
+        "apart), retries due; files; files outstanding",
     )
     ingest_run_id: Mapped[int | None] = mapped_column(
         ForeignKey("ingest_run.run_id", ondelete="SET NULL"),
@@ -585,6 +592,63 @@ class NightlyRun(Base):
     pid: Mapped[int] = mapped_column(Integer, comment="process id of the run")
     message: Mapped[str | None] = mapped_column(
         Text, nullable=True, comment="why a run failed, errored or was aborted"
+    )
+
+
+class DownloadFailure(Base):
+    """A MAST file whose download failed for good reason (4xx, or not whole FITS after its
+    retries): tried again on a slower schedule, without holding back the nightly window.
+
+    It keeps what MAST listed of the file, so a later run can try it again after the window
+    has moved past its release. ``resolved_at`` is set once a try succeeds (or the file is
+    found in place); until then the file is outstanding.
+    """
+
+    __tablename__ = "download_failure"
+    __table_args__ = (
+        Index("ix_download_failure_resolved_at_next_try_at", "resolved_at", "next_try_at"),
+        {"comment": "MAST files whose download failed for good reason, and when to try again."},
+    )
+
+    failure_id: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=True, comment="record number"
+    )
+    uri: Mapped[str] = mapped_column(
+        Text, unique=True, comment="MAST data URI, e.g. mast:HST/product/iepp01uvq_flt.fits"
+    )
+    filename: Mapped[str] = mapped_column(String(255), comment="file name, as MAST lists it")
+    obs_id: Mapped[str] = mapped_column(String(64), comment="observation id (lower case)")
+    proposal_id: Mapped[str] = mapped_column(String(16), comment="program (proposal id)")
+    product_type: Mapped[str] = mapped_column(
+        String(16), comment="MAST productSubGroupDescription: FLT, FLC, IMA, JIF, JIT, ASN"
+    )
+    listed_size_bytes: Mapped[int | None] = mapped_column(
+        BigInteger, nullable=True, comment="size MAST lists, bytes (may be out of date)"
+    )
+    project: Mapped[str | None] = _text("MAST project: the calibration pipeline, e.g. CALWF3")
+    data_rights: Mapped[str | None] = _text("MAST dataRights: PUBLIC | EXCLUSIVE_ACCESS | ...")
+    released_at: Mapped[datetime | None] = _time("UTC public release of its observation")
+    path: Mapped[str] = mapped_column(Text, comment="where it goes in the archive tree")
+    reason: Mapped[str] = mapped_column(Text, comment="why the last try failed")
+    attempts: Mapped[int] = mapped_column(
+        Integer, comment="nightly runs that tried it and failed (each with its own retries)"
+    )
+    first_failed_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, comment="UTC time of the first failed run"
+    )
+    last_failed_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, comment="UTC time of the last failed run"
+    )
+    next_try_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, comment="UTC time from which a nightly run tries it again"
+    )
+    resolved_at: Mapped[datetime | None] = _time(
+        "UTC time a later run fetched it or found it in place; NULL: still outstanding"
+    )
+    nightly_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("nightly_run.run_id", ondelete="SET NULL"),
+        nullable=True,
+        comment="the nightly run that last tried it",
     )
 
 
@@ -785,3 +849,61 @@ class ImagePreview(_PerImage, Base):
     sci_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, comment="SCI PNG")
     err_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, comment="ERR PNG")
     dq_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, comment="DQ PNG")
+
+
+class Program(Base):
+    """Whether a program's data are proprietary (under exclusive access), and who said so.
+
+    Programs without a row are public: hstmon knows nothing that would hide them.
+    """
+
+    __tablename__ = "program"
+    __table_args__ = (
+        CheckConstraint("source IN ('mast', 'hand')", name="source"),
+        {"comment": "Per program: proprietary or public, from MAST's data rights or by hand."},
+    )
+
+    proposid: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, comment="program (proposal) id"
+    )
+    proprietary: Mapped[bool] = mapped_column(
+        Boolean,
+        comment="T while its data are under exclusive access: hidden from dashboard viewers "
+        "without a grant in program_access",
+    )
+    exclusive_until: Mapped[datetime | None] = _time(
+        "UTC end of exclusive access (MAST t_obs_release of its latest exclusive data); after "
+        "it the program is public; NULL: proprietary until marked public"
+    )
+    data_rights: Mapped[str | None] = _text(
+        "MAST dataRights last seen by hstmon nightly: PUBLIC, EXCLUSIVE_ACCESS or RESTRICTED"
+    )
+    source: Mapped[str] = mapped_column(
+        String(8),
+        comment="mast (hstmon nightly read MAST's data rights) | hand (hstmon access mark; "
+        "nightly leaves it alone)",
+    )
+    marked_by: Mapped[str | None] = _text("who marked it by hand", 255)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, comment="UTC time of the last change")
+
+
+class ProgramAccess(Base):
+    """A grant: one user or group may see one proprietary program in the dashboard."""
+
+    __tablename__ = "program_access"
+    __table_args__ = (
+        UniqueConstraint("proposid", "grantee_kind", "grantee"),
+        CheckConstraint("grantee_kind IN ('user', 'group')", name="grantee_kind"),
+        {"comment": "Who may see which proprietary program: users (login e-mail) or groups."},
+    )
+
+    access_id: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=True, comment="grant number"
+    )
+    proposid: Mapped[int] = mapped_column(Integer, comment="program (proposal) id the grant opens")
+    grantee: Mapped[str] = mapped_column(
+        String(255), comment="a user's e-mail (lower case) as the login gives it, or a group name"
+    )
+    grantee_kind: Mapped[str] = mapped_column(String(8), comment="user | group")
+    granted_by: Mapped[str] = mapped_column(String(255), comment="who granted it")
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime, comment="UTC time of the grant")

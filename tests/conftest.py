@@ -14,7 +14,7 @@ from postgres_server import PostgresServer, server_programs_missing
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.engine import make_url
 
-from models.database import make_engine, upgrade
+from models.database import make_engine, resolve_database_url, upgrade
 from models.tables import Base
 
 REAL_DATA = Path(__file__).resolve().parent / "data" / "real"
@@ -77,6 +77,35 @@ def scratch_database(kind: str, folder: Path, prefix: str = "hstmon_test") -> It
         return
     with scratch_postgres_database(prefix) as url:
         yield url
+
+
+@contextmanager
+def reader_role(url: str) -> Iterator[str]:
+    """A reader role made by `hstmon db reader` on the PostgreSQL store at ``url`` (uniquely
+    named: the server is shared), as a URL; the role is dropped when the block ends."""
+    from models.reader import ensure_reader_role, reader_url
+
+    role = f"hstmon_reader_{uuid.uuid4().hex[:12]}"
+    engine = make_engine(url)
+    try:
+        ensure_reader_role(engine, role)
+        yield resolve_database_url(reader_url(url, role))
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text(f'DROP OWNED BY "{role}"'))
+            connection.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+        engine.dispose()
+
+
+@contextmanager
+def sql_page_url(url: str) -> Iterator[str]:
+    """The URL the SQL page runs queries with on the store at ``url``: the file itself on
+    SQLite, a reader role on PostgreSQL (the page refuses the suite's superuser)."""
+    if make_url(url).get_backend_name() == "sqlite":
+        yield url
+        return
+    with reader_role(url) as reader:
+        yield reader
 
 
 @pytest.fixture

@@ -3,13 +3,16 @@
 `MastPortalReplay` is a requests transport adapter mounted on astroquery's sessions, so
 astroquery's own request, paging and parsing code runs against MAST's recorded answers
 (``tests/data/mast``). `MastDownloadServer` is a real HTTP server on 127.0.0.1 serving files
-at MAST's download path, honouring Range, with faults to inject per file.
+at MAST's download path, honouring Range, with faults to inject per file; it stands in for a
+mirror at its own address, or for MAST itself (`MastDownloadServer.answer_for_mast`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import os
 import re
 import threading
 import time
@@ -24,7 +27,7 @@ import pytest
 import requests
 from astroquery.mast import Mast, Observations
 from astroquery.mast.discovery_portal import PortalAPI
-from requests.adapters import BaseAdapter
+from requests.adapters import BaseAdapter, HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
 DATA = Path(__file__).resolve().parent / "data" / "mast"
@@ -129,6 +132,28 @@ class MastPortalReplay(BaseAdapter):
         return {**source, "data": data, "paging": paging}
 
 
+def rows_beside_the_pipeline_files(visit_row: dict[str, Any], program: str, obs_id: str) -> list:
+    """What MAST lists with a visit beside its pipeline files, none of it to be fetched: a HAP
+    single-visit copy of an exposure's FLC (sub-group FLC, lower-case ``hst_`` obs id), the
+    Hubble Legacy Archive's drizzled image, and a JPG preview whose sub-group reads FLC.
+    ``visit_row`` is one of the visit's product rows (its ids and rights are kept)."""
+    obs_id = obs_id.lower()
+    hap = f"hst_{program}_{obs_id[4:6]}_wfc3_uvis_f606w_{obs_id[:6]}01"
+    hla = f"hst_{program}_{obs_id[4:6]}_wfc3_uvis_f606w"
+    rows = [
+        (hap, "HAP-SVM", "FLC", "SCIENCE", f"{hap}_flc.fits"),
+        (hla, "HLA", "DRZ", "SCIENCE", f"{hla}_drz.fits"),
+        (obs_id.upper(), "CALWF3", "FLC", "PREVIEW", f"{obs_id[:6]}01q_flc.jpg"),
+    ]
+    return [
+        visit_row
+        | {"obs_id": row_obs_id, "project": project, "productSubGroupDescription": group,
+           "productType": kind, "dataURI": f"mast:HST/product/{filename}",
+           "productFilename": filename}
+        for row_obs_id, project, group, kind, filename in rows
+    ]  # fmt: skip
+
+
 def _matches(row: dict[str, Any], mashup_filter: dict[str, Any]) -> bool:
     """How the portal applies one filter: a min/max range, a set of values, or a LIKE pattern."""
     value = row.get(mashup_filter["paramName"])
@@ -182,10 +207,10 @@ class Served:
 class MastDownloadServer:
     """Files of ``directory`` at ``<url>?uri=mast:HST/product/<name>``, with injectable faults.
 
-    Faults, consumed one per GET of that file: ``"503"``; ``"cut"`` (announce the whole length,
-    send 60% of it and hang up); ``"short"`` (a whole response of the file less one FITS block);
-    ``"ignore_range"`` (answer a Range request with the whole file, 200); ``"403_echo"`` (a 403
-    whose body and reason echo the request's Cookie header back).
+    Faults, consumed one per GET of that file: ``"503"``; ``"404"``; ``"cut"`` (announce the
+    whole length, send 60% of it and hang up); ``"short"`` (a whole response of the file less
+    one FITS block); ``"ignore_range"`` (answer a Range request with the whole file, 200);
+    ``"403_echo"`` (a 403 whose body and reason echo the request's Cookie header back).
     """
 
     def __init__(self, directory: Path) -> None:
@@ -208,6 +233,14 @@ class MastDownloadServer:
     @property
     def whoami_url(self) -> str:
         return f"http://127.0.0.1:{self._httpd.server_port}/whoami"
+
+    def answer_for_mast(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Requests astroquery's session makes to MAST's download API and login check
+        (https://mast.stsci.edu/...) reach this server, headers and cookies as sent to MAST."""
+        forward = _ToLocalServer(f"http://127.0.0.1:{self._httpd.server_port}")
+        session = Observations._session
+        routes = [(MAST_SERVER + DOWNLOAD_PATH, forward), (MAST_SERVER + "/whoami", forward)]
+        monkeypatch.setattr(session, "adapters", OrderedDict([*routes, *session.adapters.items()]))
 
     def inject(self, name: str, *faults: str) -> None:
         with self._lock:
@@ -286,6 +319,8 @@ def _handler_for(server: MastDownloadServer) -> type[BaseHTTPRequestHandler]:
             fault = server.next_fault(name)
             if fault == "503":
                 self._send(503, b"Service Unavailable", name)
+            elif fault == "404":
+                self._send(404, b"File not found", name)
             elif fault == "403_echo":
                 cookie = self.headers.get("Cookie", "")
                 self._send(403, f"Forbidden for {cookie}".encode(), name, reason=cookie)
@@ -344,3 +379,53 @@ def _handler_for(server: MastDownloadServer) -> type[BaseHTTPRequestHandler]:
             return None
 
     return Handler
+
+
+class _ToLocalServer(BaseAdapter):
+    """A transport for MAST's host that sends each request, as prepared for MAST (its Cookie
+    header included), to a server on 127.0.0.1 instead."""
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__()
+        self.base_url = base_url
+        self._http = HTTPAdapter()
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        url = urlsplit(request.url)
+        forwarded = request.copy()
+        forwarded.url = f"{self.base_url}{url.path}" + (f"?{url.query}" if url.query else "")
+        return self._http.send(forwarded, **kwargs)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+# --- a night in a process of its own, to be killed -----------------------------------------
+
+
+def _night_in_own_session(observations: dict, products: dict, options: object) -> None:
+    """Child process: its own session (so the test can kill it with its Dask workers), the
+    portal replayed with the given rows, then the night."""
+    from analysis.nightly import run_nightly
+
+    os.setsid()
+    replay = replay_mast_portal(pytest.MonkeyPatch())
+    replay.observations, replay.products = observations, products
+    run_nightly(options)  # type: ignore[arg-type]
+
+
+def start_night_in_own_session(
+    replay: MastPortalReplay, options: object
+) -> multiprocessing.process.BaseProcess:
+    """Start ``run_nightly(options)`` in a new process and session, seeing ``replay``'s rows.
+
+    The download server keeps running in this process; the child reaches it over HTTP, and its
+    own local Dask workers inherit the environment (the download URL). Kill the whole night with
+    ``os.killpg(process.pid, SIGKILL)``.
+    """
+    context = multiprocessing.get_context("spawn")
+    process = context.Process(
+        target=_night_in_own_session, args=(replay.observations, replay.products, options)
+    )
+    process.start()
+    return process

@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 import streamlit as st
 from click.testing import CliRunner
-from conftest import scratch_database
+from conftest import scratch_database, sql_page_url
 from sqlalchemy import insert
 from streamlit.testing.v1 import AppTest
 from test_dashboard_queries import STORES, build_store, write_science_images
 
 from dashboard import cli
+from dashboard.environment import ANONYMOUS_ENV, GROUPS_CLAIM_ENV, READER_URL_ENV
 from dashboard.pages import _common
 from models.database import DATABASE_URL_ENV, make_engine
 from models.tables import NightlyRun
@@ -183,6 +184,13 @@ def test_drilldown_of_a_visit_and_of_an_unknown_id(
 def test_sql_page_runs_a_query_offers_csv_and_refuses_writes(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    with sql_page_url(store_url) as reader:  # a reader role on PostgreSQL
+        monkeypatch.setenv(READER_URL_ENV, reader)
+        _sql_page_session(store_url, monkeypatch)
+        _common.dispose_engines()
+
+
+def _sql_page_session(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     app = open_page(store_url, monkeypatch, "pages/sql.py")
     assert app.text_area(key="sql_text").value.lstrip().upper().startswith("SELECT")
     app.text_area(key="sql_text").input("SELECT count(*) AS n FROM exposure")
@@ -260,3 +268,51 @@ def test_dashboard_command_refuses_a_missing_database(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "run `hstmon ingest DIR` or `hstmon demo` first" in result.output
     assert CliRunner().invoke(cli.dashboard, ["--help"]).exit_code == 0
+
+
+def _serve(monkeypatch: pytest.MonkeyPatch, *words: str) -> tuple[Any, dict[str, Any]]:
+    """`hstmon dashboard WORDS` with streamlit replaced by a recorder of what it was given."""
+    started: dict[str, Any] = {}
+
+    class FakeStreamlit:
+        def __init__(self, command: list[str], env: dict[str, str]) -> None:
+            started.update(command=command, env=env)
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(cli.subprocess, "Popen", FakeStreamlit)
+    return CliRunner().invoke(cli.dashboard, list(words)), started
+
+
+def test_serving_other_machines_needs_a_login_or_no_auth(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .streamlit/secrets.toml here
+    monkeypatch.setenv("HOME", str(tmp_path))
+    database = tmp_path / "store.sqlite"
+    database.touch()
+    store = ["--db", f"sqlite:///{database}"]
+    result, started = _serve(monkeypatch, *store)
+    assert result.exit_code == 0 and started["env"][ANONYMOUS_ENV] == "everything"
+    result, started = _serve(monkeypatch, *store, "--host", "0.0.0.0")
+    assert result.exit_code == 2 and not started
+    assert "no login is configured" in result.output and "--no-auth" in result.output
+    result, started = _serve(monkeypatch, *store, "--host", "0.0.0.0", "--no-auth")
+    assert result.exit_code == 0 and started["env"][ANONYMOUS_ENV] == "public"
+    assert "warning: serving 0.0.0.0 without a login" in result.output
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text('[auth]\nredirect_uri = "http://hstmon.example.org/oauth2callback"\n')
+    reader = "postgresql://hstmon_reader@db/hstmon"
+    result, started = _serve(monkeypatch, *store, "--host", "0.0.0.0", "--secrets", str(secrets),
+                             "--reader-db", reader, "--groups-claim", "roles")  # fmt: skip
+    assert result.exit_code == 0 and f"Login required (configured in {secrets})" in result.output
+    assert started["command"][-2:] == ["--secrets.files", str(secrets)]
+    assert started["env"][READER_URL_ENV] == "postgresql+psycopg://hstmon_reader@db/hstmon"
+    assert started["env"][GROUPS_CLAIM_ENV] == "roles"
+    result, _ = _serve(monkeypatch, *store, "--secrets", str(secrets), "--no-auth")
+    assert result.exit_code == 2 and "--no-auth contradicts the login" in result.output
+    (tmp_path / ".streamlit").mkdir()
+    (tmp_path / ".streamlit" / "secrets.toml").write_text(secrets.read_text())
+    result, started = _serve(monkeypatch, *store, "--host", "10.1.2.3")
+    assert result.exit_code == 0 and started["env"][ANONYMOUS_ENV] == "public", result.output

@@ -24,10 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from oidc_provider_mock import User, run_server_in_thread
 from test_dashboard_queries import build_store, write_science_images
 from websockets.sync.client import ClientConnection, connect
 
+from models.access import grant_access, mark_program
+from models.database import make_engine
+
 CHROMIUM = Path("/usr/bin/chromium")
+PROPRIETARY = 16748  # IEPP01010's program
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "dashboard"
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -37,6 +42,8 @@ CHROMIUM_FLAGS = (
 
 pytestmark = [
     pytest.mark.slow,
+    # The test OpenID Connect provider runs in this process, on Authlib's older server API.
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:authlib"),
     pytest.mark.skipif(
         not CHROMIUM.exists(),
         reason="Debian's chromium is not installed at /usr/bin/chromium "
@@ -137,18 +144,28 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def dashboard_url(
+def browser_store(
     tmp_path_factory: pytest.TempPathFactory, synthetic_archive: Path, dask_scheduler: str
-) -> Iterator[str]:
-    """`hstmon dashboard` serving a populated SQLite store on a free port of 127.0.0.1."""
+) -> str:
+    """A populated SQLite store; IEPP01010's program is proprietary, granted to a group."""
     folder = tmp_path_factory.mktemp("browser")
     url = f"sqlite:///{folder / 'store.sqlite'}"
     images = write_science_images(synthetic_archive, folder / "science")
     build_store(url, [synthetic_archive, images], dask_scheduler)
-    port = _free_port()
-    log = folder / "dashboard.log"
+    engine = make_engine(url)
+    mark_program(engine, PROPRIETARY, proprietary=True, until=None, marked_by="lead")
+    grant_access(engine, PROPRIETARY, "wfc3-team", "group", "lead")
+    engine.dispose()
+    return url
+
+
+@contextlib.contextmanager
+def serving(arguments: list[str], log: Path, port: int | None = None) -> Iterator[str]:
+    """`hstmon dashboard ARGUMENTS` on ``port`` (default: a free one) of 127.0.0.1, until the
+    block ends."""
+    port = port or _free_port()
     command = [sys.executable, "-c", "from dashboard.cli import dashboard; dashboard()",
-               "--db", url, "--port", str(port), "--host", "127.0.0.1"]  # fmt: skip
+               *arguments, "--port", str(port), "--host", "127.0.0.1"]  # fmt: skip
     with log.open("wb") as output:
         server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
                                   start_new_session=True, env=os.environ.copy())  # fmt: skip
@@ -173,6 +190,14 @@ def dashboard_url(
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(browser_store: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`hstmon dashboard` serving the store on 127.0.0.1 without a login (its operator's)."""
+    log = tmp_path_factory.mktemp("open") / "dashboard.log"
+    with serving(["--db", browser_store], log) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
@@ -252,3 +277,73 @@ def _visit_current(browser: HeadlessChromium, name: str) -> str:
     browser.screenshot(ARTIFACTS / f"{name}.png")
     assert browser.evaluate(_EXCEPTIONS) == 0, browser.text()[:3000]
     return browser.text()
+
+
+# --- Logging in through OpenID Connect ----------------------------------------------------------
+
+PEOPLE = [
+    User(sub="alice", claims={"email": "Alice@Example.org", "groups": ["wfc3-team"]}),
+    User(sub="bob", claims={"email": "bob@example.org", "groups": ["other-team"]}),
+]
+
+
+@pytest.fixture(scope="module")
+def login_dashboard_url(
+    browser_store: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The same store behind a login: a real OpenID Connect provider (oidc-provider-mock) runs
+    here, and Streamlit's own login (Authlib) talks to it."""
+    folder = tmp_path_factory.mktemp("login")
+    with run_server_in_thread(user_claims=PEOPLE) as provider:
+        port = _free_port()  # the dashboard's: its redirect URI must name it
+        secrets = folder / "secrets.toml"
+        secrets.write_text(
+            "[auth]\n"
+            f'redirect_uri = "http://127.0.0.1:{port}/oauth2callback"\n'
+            f'cookie_secret = "{os.urandom(24).hex()}"\n'
+            'client_id = "hstmon-dashboard"\n'
+            'client_secret = "not-a-secret-in-tests"\n'
+            f'server_metadata_url = "http://localhost:{provider.server_port}'
+            '/.well-known/openid-configuration"\n'
+        )
+        arguments = ["--db", browser_store, "--secrets", str(secrets)]
+        with serving(arguments, folder / "dashboard.log", port) as base:
+            yield base
+
+
+def _log_in_as(browser: HeadlessChromium, base: str, sub: str, name: str) -> str:
+    shown = _visit(browser, f"{base}/programs?program={PROPRIETARY}", f"login_{name}")
+    assert "Log in to see the store" in shown and "Program" not in shown, shown[:2000]
+    browser.evaluate(
+        "[...document.querySelectorAll('button')].find(b => b.innerText.includes('Log in')).click()"
+    )
+    browser.wait_until("the provider's form", "!!document.querySelector('button[value=alice]')")
+    browser.screenshot(ARTIFACTS / f"login_{name}_provider.png")
+    browser.evaluate(f"document.querySelector('button[value={sub}]').click()")
+    browser.wait_until("the dashboard again", "location.host.startsWith('127.0.0.1')")
+    return _visit_current(browser, f"login_{name}_in")
+
+
+def test_a_person_logs_in_and_sees_what_their_groups_may_see(
+    browser: HeadlessChromium, login_dashboard_url: str
+) -> None:
+    shown = _log_in_as(browser, login_dashboard_url, "bob", "bob")
+    assert "Signed in as bob@example.org" in shown and "hstmon — overview" in shown
+    shown = _visit(browser, f"{login_dashboard_url}/programs?program={PROPRIETARY}", "bob_program")
+    assert f"Program {PROPRIETARY}: 0 visit(s)" in shown and "iepp01" not in shown.lower()
+    shown = _visit(browser, f"{login_dashboard_url}/exposure?visit=iepp01010", "bob_visit")
+    assert "No visit “iepp01010” is in the store." in shown
+    browser.evaluate(
+        "[...document.querySelectorAll('button')].find(b => b.innerText.includes('Log out'))"
+        ".click()"
+    )
+    # Streamlit ends the session at the provider too, which asks to confirm.
+    browser.wait_until("the provider's end of session", "location.host.startsWith('localhost')")
+    browser.screenshot(ARTIFACTS / "logout_provider.png")
+    browser.evaluate("document.querySelector('form button[type=submit], form button').click()")
+    browser.wait_until("the dashboard again", "location.host.startsWith('127.0.0.1')")
+    shown = _log_in_as(browser, login_dashboard_url, "alice", "alice")
+    assert "Signed in as alice@example.org (groups: wfc3-team)" in shown
+    shown = _visit(browser, f"{login_dashboard_url}/exposure?visit=iepp01010", "alice_visit",
+                   height=3200)  # fmt: skip
+    assert "Visit iepp01010" in shown and "Visit verdict: HOPR" in shown

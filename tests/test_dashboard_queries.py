@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import scratch_database
+from conftest import scratch_database, sql_page_url
 from numpy.testing import assert_allclose
 from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import make_url
@@ -64,6 +64,13 @@ def store_url(
     """A populated store of each kind, shared by a module's tests (which only read it)."""
     with scratch_database(request.param, tmp_path_factory.mktemp("store"), "hstmon_dash") as url:
         build_store(url, [synthetic_archive, science_images], dask_scheduler)
+        yield url
+
+
+@pytest.fixture(scope="module")
+def sql_url(store_url: str) -> Iterator[str]:
+    """What the SQL page runs queries with: a reader role on PostgreSQL."""
+    with sql_page_url(store_url) as url:
         yield url
 
 
@@ -344,12 +351,12 @@ def test_empty_store_gives_empty_answers(engine: Engine, database_url: str) -> N
 # --- The SQL page ---------------------------------------------------------------------------------
 
 
-def test_ready_queries_run_on_each_store(store_url: str) -> None:
-    dialect = make_url(store_url).get_backend_name()
+def test_ready_queries_run_on_each_store(sql_url: str) -> None:
+    dialect = make_url(sql_url).get_backend_name()
     ready = q.ready_queries("postgresql" if dialect == "postgresql" else "sqlite")
     assert len(ready) >= 5
     for name, sql in ready.items():
-        result = q.run_readonly_sql(store_url, sql, row_limit=500, timeout_s=20)
+        result = q.run_readonly_sql(sql_url, sql, row_limit=500, timeout_s=20)
         assert len(result.frame) > 0, name
         assert result.frame.to_csv(index=False).count("\n") == len(result.frame) + 1
 
@@ -387,14 +394,14 @@ def _fingerprint(store_url: str) -> tuple[int, ...]:
     return (*counts, round(float(version), 6))
 
 
-def test_sql_page_refuses_every_write(store_url: str, tmp_path: Path) -> None:
+def test_sql_page_refuses_every_write(store_url: str, sql_url: str, tmp_path: Path) -> None:
     before = _fingerprint(store_url)
     for sql in _writes(store_url, tmp_path):
         with pytest.raises(q.SqlRefusedError):
-            q.run_readonly_sql(store_url, sql)
+            q.run_readonly_sql(sql_url, sql)
         # The statement check is the second line: the connection refuses on its own.
         with pytest.raises(q.SqlError):
-            q.run_readonly_sql(store_url, sql, check=False)
+            q.run_readonly_sql(sql_url, sql, check=False)
     assert _fingerprint(store_url) == before
     assert not (tmp_path / "evil.sqlite").exists(), "ATTACH created no file"
 
@@ -407,19 +414,19 @@ def test_read_only_engine_cannot_write(store_url: str) -> None:
     engine.dispose()
 
 
-def test_sql_page_limits_rows_and_time(store_url: str) -> None:
-    result = q.run_readonly_sql(store_url, "SELECT exposure_id FROM exposure;", row_limit=5)
+def test_sql_page_limits_rows_and_time(sql_url: str) -> None:
+    result = q.run_readonly_sql(sql_url, "SELECT exposure_id FROM exposure;", row_limit=5)
     assert len(result.frame) == 5 and result.truncated
-    whole = q.run_readonly_sql(store_url, "SELECT count(*) AS n FROM exposure", row_limit=5)
+    whole = q.run_readonly_sql(sql_url, "SELECT count(*) AS n FROM exposure", row_limit=5)
     assert not whole.truncated and whole.frame["n"].iloc[0] == 600
     endless = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
                "WHERE i < 2000000000) SELECT count(*) FROM n")  # fmt: skip
     started = time.perf_counter()
     with pytest.raises(q.SqlTimeoutError, match=r"longer than 0\.5 s"):
-        q.run_readonly_sql(store_url, endless, timeout_s=0.5)
+        q.run_readonly_sql(sql_url, endless, timeout_s=0.5)
     assert time.perf_counter() - started < 5
     with pytest.raises(q.SqlError, match="nosuch"):
-        q.run_readonly_sql(store_url, "SELECT * FROM nosuch")
+        q.run_readonly_sql(sql_url, "SELECT * FROM nosuch")
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from analysis.digest import (
     NOTHING_NEW,
     Digest,
     FlagItem,
+    OutstandingFile,
     VerdictItem,
     _what_happened,
     build_digest,
@@ -273,6 +274,61 @@ def test_problems_and_facts_are_listed_in_every_format(night: Digest) -> None:
     assert "Files discovered between 2022-05-07 03:00 UTC and 2022-05-08 03:00 UTC." in text_
 
 
+def _outstanding(filename: str, attempts: int, *, tonight: bool) -> OutstandingFile:
+    failed = datetime(2022, 5, 8, 3, 0, tzinfo=UTC)
+    return OutstandingFile(
+        filename=filename,
+        uri=f"mast:HST/product/{filename}",
+        reason="HTTP 404 Not Found: File not found (gave up after 1 attempt)",
+        attempts=attempts,
+        first_failed_at=failed,
+        next_try_at=datetime(2022, 5, 9, 3, 0, tzinfo=UTC),
+        failed_tonight=tonight,
+    )
+
+
+def test_outstanding_files_skipped_rows_and_warnings_are_listed_in_every_format(
+    store_engine: Engine, store: Store
+) -> None:
+    outstanding = [_outstanding("iepp02a1q_flt.fits", 1, tonight=True)]
+    skipped = {"not the instrument's calibration pipeline (HAP and HLA products)": 6}
+    warnings = [("download mast:HST/product/iepp01uvq_flc.fits", "MAST lists 10 bytes")]
+    digest = _digest(
+        store_engine, [store.second.run_id], outstanding=outstanding, skipped=skipped,
+        warnings=warnings,
+    )  # fmt: skip
+    text_, markdown, page = render_text(digest), render_markdown(digest), render_html(digest)
+    document = digest_json(digest)
+    lead = "1 file from MAST is outstanding (refused, missing or broken; tried again later"
+    assert lead in text_ and lead in page
+    assert "  - iepp02a1q_flt.fits: HTTP 404 Not Found" in text_
+    assert "next try from 2022-05-09 03:00 UTC (failed 1 night)" in render_text(
+        digest, details=False
+    )
+    assert "Outstanding downloads (1)" in text_ and "## Outstanding downloads (1)" in markdown
+    assert "| `iepp02a1q_flt.fits` | 2022-05-09 03:00 UTC | 1 |" in markdown
+    assert "<td>iepp02a1q_flt.fits</td><td>2022-05-09 03:00 UTC</td><td>1</td>" in page
+    assert "Not fetched, by design" in text_ and "HAP and HLA products)  6" in text_
+    assert "| not the instrument's calibration pipeline (HAP and HLA products) | 6 |" in markdown
+    assert "Warnings (1)" in text_ and f"- `{warnings[0][0]}`: MAST lists 10 bytes" in markdown
+    assert document["outstanding"][0]["next_try_at"] == "2022-05-09T03:00:00+00:00"
+    assert document["skipped"] == skipped
+    assert document["warnings"] == [{"where": warnings[0][0], "reason": "MAST lists 10 bytes"}]
+
+
+def test_a_file_newly_outstanding_is_news_one_outstanding_since_before_is_not(
+    store_engine: Engine, store: Store
+) -> None:
+    def quiet_with(item: OutstandingFile) -> Digest:
+        return _digest(store_engine, [store.second.run_id], outstanding=[item])
+
+    assert not quiet_with(_outstanding("iepp02a1q_flt.fits", 1, tonight=True)).nothing_new
+    assert quiet_with(_outstanding("iepp02a1q_flt.fits", 2, tonight=True)).nothing_new
+    still = quiet_with(_outstanding("iepp02a1q_flt.fits", 1, tonight=False))
+    assert still.nothing_new
+    assert NOTHING_NEW in render_text(still) and "iepp02a1q_flt.fits" in render_text(still)
+
+
 def test_terminal_text_is_plain_and_can_stop_after_the_summary(night: Digest) -> None:
     full, short = render_text(night), render_text(night, details=False)
     assert "\x1b" not in full
@@ -346,3 +402,34 @@ def test_what_happened_is_the_verdict_without_its_advice() -> None:
     }
     for summary, happened in advice_dropped.items():
         assert _what_happened(summary) == happened
+
+
+# --- Readers without access -----------------------------------------------------------------------
+
+
+def test_a_digest_for_readers_without_access_leaves_proprietary_programs_out(
+    store_engine: Engine, store: Store, night: Digest
+) -> None:
+    problems = [(*PROBLEMS[0], None), (*PROBLEMS[1], 16748)]
+    public = _digest(store_engine, [store.first.run_id], problems=problems, hidden_programs=[16748])
+    everything = [v.subject for v in _every_verdict(night)]
+    assert "iepp01" in everything and "iepp01uy" in everything  # the visit, an exposure
+    shown = [v.subject for v in _every_verdict(public)]
+    assert not [s for s in shown if s.startswith("iepp01")]
+    assert {v.proposid for v in _every_verdict(public)} <= {
+        v.proposid for v in _every_verdict(night)
+    } - {16748}
+    hidden_flags = _rows(
+        store_engine,
+        "SELECT count(*) FROM flag f JOIN exposure e ON e.exposure_id = f.exposure_id"
+        " WHERE f.analysis_run_id = :run AND e.proposid = 16748",
+        store.first.run_id,
+    )[0][0]
+    assert hidden_flags > 0 and public.flags_total == night.flags_total - hidden_flags
+    assert not [f for f in public.flags if f.exposure_id.startswith("iepp01")]
+    assert [p.where for p in public.problems] == [PROBLEMS[0][0]]
+    assert public.withheld_programs == 1 and night.withheld_programs == 0
+    for text_ in (render_text(public), render_markdown(public), render_html(public)):
+        assert "IEPP01" not in text_.upper() and "16748" not in text_
+        assert "1 proprietary program is left out of this digest" in text_
+    assert digest_json(public)["withheld_programs"] == 1

@@ -414,6 +414,7 @@ def _on_search() -> None:
         st.query_params[kind] = typed
 
 
+ui.login_required()
 st.title("Exposure drilldown")
 if ui.store_ready():
     kind, requested = _requested()

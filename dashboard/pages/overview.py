@@ -144,8 +144,9 @@ def _flag_chart() -> None:
     st.altair_chart(chart, width="stretch")
 
 
+ui.login_required()
 st.title("hstmon — overview")
-st.caption(f"Store: {ui.database_label(ui.database_url())}")
+st.caption(f"Store: {ui.database_label(ui.database_url())} · viewing as {ui.viewer().describe()}")
 if ui.store_ready():
     counts: StoreCounts = ui.query("store_counts")
     ingest: RunInfo | None = ui.query("last_ingest_run")

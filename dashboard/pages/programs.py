@@ -79,6 +79,7 @@ def _exposures(asn_id: str) -> None:
     ui.linked_table(exposures, key=f"exposures_{asn_id}")
 
 
+ui.login_required()
 st.title("Programs")
 if ui.store_ready():
     search = st.text_input(

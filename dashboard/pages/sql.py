@@ -9,9 +9,11 @@ from dashboard.queries import (
     SqlError,
     SqlRefusedError,
     SqlResult,
+    SqlRoleError,
     SqlTimeoutError,
     ready_queries,
     run_readonly_sql,
+    sql_page_refusal,
 )
 from models.tables import Base
 
@@ -19,7 +21,13 @@ CUSTOM = "(your own query)"
 
 
 def _dialect() -> str:
-    return "postgresql" if ui.database_url().startswith("postgresql") else "sqlite"
+    return "postgresql" if ui.reader_url().startswith("postgresql") else "sqlite"
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _refusal(url: str) -> str | None:
+    """Why the SQL page does not run on ``url`` (a role that reaches beyond the store)."""
+    return sql_page_refusal(url)
 
 
 def _load_ready() -> None:
@@ -37,7 +45,11 @@ def _schema_reference() -> None:
 
 def _run(sql: str, row_limit: int, timeout_s: float) -> None:
     try:
-        result = run_readonly_sql(ui.database_url(), sql, int(row_limit), float(timeout_s))
+        result = run_readonly_sql(
+            ui.reader_url(), sql, int(row_limit), float(timeout_s), viewer=ui.viewer()
+        )
+    except SqlRoleError as error:
+        st.session_state["sql_result"] = ("error", str(error))
     except SqlRefusedError as error:
         st.session_state["sql_result"] = ("refused", f"Not run: {error}.")
     except SqlTimeoutError as error:
@@ -66,12 +78,26 @@ def _show_result() -> None:
     )  # fmt: skip
 
 
+def _role_refused() -> bool:
+    """Show why the SQL page does not run here, if it does not; True then."""
+    try:
+        refusal = _refusal(ui.reader_url())
+    except SqlError as error:
+        st.error(f"Cannot check the SQL page's connection: {error}", icon=":material/database:")
+        return True
+    if refusal:
+        st.error(refusal, icon=":material/gpp_bad:")
+    return refusal is not None
+
+
+ui.login_required()
 st.title("SQL")
 st.caption(
-    "Read-only: the connection cannot write (SQLite opened read-only, PostgreSQL in a read-only "
-    "transaction), and only one SELECT, WITH, VALUES or EXPLAIN statement runs."
+    "Read-only: the connection cannot write (SQLite opened read-only, PostgreSQL as a reader "
+    "role in a read-only transaction), only one SELECT, WITH, VALUES or EXPLAIN statement runs, "
+    f"and it sees what {ui.viewer().describe()} may see."
 )
-if ui.store_ready(allow_empty=True):
+if ui.store_ready(allow_empty=True) and not _role_refused():
     ready = ready_queries(_dialect())
     if "sql_text" not in st.session_state:
         st.session_state["sql_text"] = next(iter(ready.values()))

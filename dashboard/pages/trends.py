@@ -224,6 +224,7 @@ def _psf_section(filters: TrendFilters, unit: str) -> None:
             ui.linked_table(worst, key="psf_table")
 
 
+ui.login_required()
 st.title("Trends")
 if ui.store_ready():
     options = filter_options(ui.engine(), ui.daily_summary())
