@@ -55,11 +55,13 @@ def _analyse(database_url: str | None, rules_file: Path | None, full: bool) -> A
 def analyze(database_url: str | None, rules_file: Path | None, full: bool) -> None:
     """Flag anomalous exposures and decide HOPR verdicts, for what changed since the last run.
 
-    Each rule (guide-star acquisition failure, loss of lock, take-data flag down, degraded
-    guiding, high jitter, drift, telemetry gaps, trend outliers...) writes rows to the `flag`
-    table with a sentence and its evidence; each exposure and visit gets a `verdict` (hopr,
-    helpdesk, ok, not_repeatable) with its HOPR deadline. Exposures not changed by an ingest
-    since their last analysis are skipped, unless a rule's version changed or --full is given.
+    Each rule (guide-star acquisition failure, loss of lock, take-data flag down, guiding below
+    what was commanded, wrong guide-star pair, high jitter, drift, slews, telemetry...) writes
+    rows to the `flag` table with a sentence and its evidence; each exposure and visit (ipppss)
+    gets a `verdict` (hopr, helpdesk, ok, not_repeatable, or incomplete when its observing logs
+    are not in the store) with its HOPR deadline from the first delivery. docs/rules.md lists
+    the rules. Exposures not changed by an ingest since their last analysis are skipped, unless
+    a rule's version changed or --full is given.
     """
     print_analysis(_analyse(database_url, rules_file, full))
 
@@ -92,10 +94,11 @@ def assess(
 ) -> None:
     """Work through the exception-report checklist for one visit or exposure.
 
-    ID is an association (e.g. IEPP01010), a rootname (iepp01uvq) or an exposure id (iepp01uv).
-    Prints the verdict with its HOPR deadline in plain words, the JIF keyword table and every
-    flag with its evidence, and writes a self-contained HTML report with the jitter plot of
-    each exposure.
+    ID is a visit (IEPP01) or an association (IEPP01010): every exposure of the visit; or a
+    rootname (iepp01uvq) or an exposure id (iepp01uv): that exposure. Prints the verdict with
+    its HOPR deadline and first delivery in plain words (a HOPR past its 90-day limit says so),
+    the JIF keyword table, unreadable keyword values and every flag with its evidence, and
+    writes a self-contained HTML report with the jitter plot of each exposure.
     """
     if ingest_paths:
         from ingest.cli import print_summary

@@ -10,11 +10,11 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SEVERITIES", "RuleConfig", "RuleSet", "load_rules"]
+__all__ = ["EXEMPTION_KINDS", "SEVERITIES", "RuleConfig", "RuleSet", "RulesFileError", "load_rules"]
 
 SEVERITIES = ("high", "medium", "info")
-EXEMPTION_KINDS = ("acquisition", "spatial_scan", "moving_target")
-_RULE_KEYS = {"version", "severity", "description", "exempt", "hopr"}
+EXEMPTION_KINDS = ("internal", "acquisition", "spatial_scan", "moving_target")
+_RULE_KEYS = {"version", "severity", "description", "exempt", "hopr", "reads", "why"}
 
 
 class RulesFileError(ValueError):
@@ -32,6 +32,8 @@ class RuleConfig:
     params: dict[str, Any] = field(default_factory=dict)
     exempt: tuple[str, ...] = ()
     hopr: bool = False  # a high flag of this rule is science lost to the telescope
+    reads: tuple[str, ...] = ()  # the keywords and columns it reads, for the rules reference
+    why: str = ""  # the domain reason, in a sentence or two
 
     def param(self, name: str) -> Any:
         if name not in self.params:
@@ -45,10 +47,11 @@ class RuleSet:
     """Every rule, the exemptions and the HOPR policy, as read from the rules file(s)."""
 
     rules: dict[str, RuleConfig]
-    exemptions: dict[str, Any]
+    kinds: dict[str, Any]
     policy: dict[str, Any]
     pixel_scale_mas: dict[str, float]
     sources: tuple[str, ...]
+    not_judged: dict[str, str] = field(default_factory=dict)  # keyword -> why no rule reads it
 
     @property
     def signature(self) -> str:
@@ -92,6 +95,8 @@ def _rule(rule_id: str, table: dict[str, Any]) -> RuleConfig:
         params={k: v for k, v in table.items() if k not in _RULE_KEYS},
         exempt=exempt,
         hopr=bool(table.get("hopr", False)),
+        reads=tuple(str(item) for item in table.get("reads", ())),
+        why=str(table.get("why", "")),
     )
 
 
@@ -110,8 +115,9 @@ def load_rules(override: Path | None = None) -> RuleSet:
     rules = {rule_id: _rule(rule_id, table) for rule_id, table in document["rules"].items()}
     return RuleSet(
         rules=rules,
-        exemptions=document.get("exemptions", {}),
+        kinds=document.get("kinds", {}),
         policy=document.get("policy", {}),
         pixel_scale_mas={k: float(v) for k, v in document.get("pixel_scale_mas", {}).items()},
         sources=tuple(sources),
+        not_judged={str(k): str(v) for k, v in document.get("not_judged", {}).items()},
     )

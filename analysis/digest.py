@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, case, func, or_, select, union
+from sqlalchemy.orm import aliased
 
 from analysis.config import SEVERITIES
 from analysis.report import PAGE_STYLE
@@ -45,8 +46,13 @@ __all__ = [
 
 NOTHING_NEW = "Nothing new needs attention."
 HEADLINE_ITEMS = 5  # per verdict kind in the summary lines; the details list them all
-_VERDICT_ORDER = ("hopr", "helpdesk", "not_repeatable")
-_VERDICT_LABEL = {"hopr": "HOPR", "helpdesk": "help desk", "not_repeatable": "not repeatable"}
+_VERDICT_ORDER = ("hopr", "helpdesk", "not_repeatable", "incomplete")
+_VERDICT_LABEL = {
+    "hopr": "HOPR",
+    "helpdesk": "help desk",
+    "not_repeatable": "not repeatable",
+    "incomplete": "incomplete",
+}
 _LEAD = {  # what a visit (or exposure) of each verdict is, singular and plural
     "hopr": ("needs a HOPR", "need a HOPR"),
     "helpdesk": ("is for the WFC3 help desk", "are for the WFC3 help desk"),
@@ -54,7 +60,18 @@ _LEAD = {  # what a visit (or exposure) of each verdict is, singular and plural
         "lost data that will not be repeated (SNAP)",
         "lost data that will not be repeated (SNAP)",
     ),
+    "incomplete": (
+        "cannot be judged: observing logs missing from the store",
+        "cannot be judged: observing logs missing from the store",
+    ),
 }
+# A HOPR whose 90-day limit has passed stays a HOPR, listed apart from the open ones.
+_LATE_LEAD = (
+    "had a HOPR-worthy failure, but the 90-day limit has passed (ask the help desk whether a "
+    "late HOPR is possible)",
+    "had HOPR-worthy failures, but the 90-day limit has passed (ask the help desk whether a "
+    "late HOPR is possible)",
+)
 
 
 @dataclass
@@ -67,15 +84,15 @@ class VerdictItem:
     """
 
     level: str  # "visit" | "exposure"
-    subject: str  # asn_id of a visit, exposure_id of an exposure (lowercase, as stored)
-    verdict: str  # hopr | helpdesk | not_repeatable
+    subject: str  # visit_id (ipppss) of a visit, exposure_id of an exposure (lowercase)
+    verdict: str  # hopr | helpdesk | not_repeatable | incomplete
     summary: str
     happened: str
     hopr_deadline: date | None
     days_left: int | None
     decided_on: date | None
-    asn_id: str | None
-    member_index: int | None  # the exposure's number within its visit
+    asn_id: str | None  # an exposure's association (None for a visit)
+    member_index: int | None  # the exposure's number within its association
     proposid: int | None
     config: str | None
     targname: str | None
@@ -241,7 +258,15 @@ def _not_hidden(program: ColumnElement[Any], hidden: frozenset[int]) -> ColumnEl
 
 
 def _verdict_program() -> ColumnElement[Any]:
-    return func.coalesce(Exposure.proposid, Association.proposid)
+    """A verdict's program: its exposure's, or for a visit's verdict, its exposures' (the visit
+    ``ipppss`` begins each of their ids)."""
+    member = aliased(Exposure)
+    of_visit = (
+        select(func.max(member.proposid))
+        .where(member.exposure_id.like(Verdict.visit_id + "%"))
+        .scalar_subquery()
+    )
+    return func.coalesce(Exposure.proposid, of_visit)
 
 
 def _withheld_programs(
@@ -252,7 +277,6 @@ def _withheld_programs(
         select(_verdict_program().label("proposid"))
         .select_from(Verdict)
         .outerjoin(Exposure, Exposure.exposure_id == Verdict.exposure_id)
-        .outerjoin(Association, Association.asn_id == Verdict.asn_id)
         .where(Verdict.analysis_run_id.in_(run_ids), _verdict_program().in_(sorted(hidden)))
     )
     flags = (
@@ -270,7 +294,7 @@ def _read_verdicts(
     query = (
         select(
             Verdict.exposure_id,
-            Verdict.asn_id,
+            func.coalesce(Verdict.visit_id, Verdict.asn_id).label("visit_id"),
             Verdict.verdict,
             Verdict.summary,
             Verdict.hopr_deadline,
@@ -283,32 +307,55 @@ def _read_verdicts(
             func.coalesce(Exposure.targname, Association.targname).label("targname"),
         )
         .outerjoin(Exposure, Exposure.exposure_id == Verdict.exposure_id)
-        .outerjoin(Association, Association.asn_id == Verdict.asn_id)
+        .outerjoin(Association, Association.asn_id == Exposure.asn_id)
         .where(Verdict.analysis_run_id.in_(run_ids), Verdict.verdict != "ok")
     )
     if hidden:
         query = query.where(_not_hidden(_verdict_program(), hidden))
-    items = [_verdict_item(row, today) for row in connection.execute(query).mappings()]
+    rows = list(connection.execute(query).mappings())
+    visits = {row["visit_id"] for row in rows if row["exposure_id"] is None}
+    context = _visit_context(connection, visits)
+    items = [_verdict_item(row, today, context) for row in rows]
     return _group_by_visit(items)
 
 
-def _verdict_item(row: Any, today: date) -> VerdictItem:
+def _visit_context(connection: Connection, visits: set[str]) -> dict[str, dict[str, Any]]:
+    """Program, configuration and target of each visit, from its exposures."""
+    if not visits:
+        return {}
+    visit = func.substr(Exposure.exposure_id, 1, 6)
+    query = (
+        select(
+            visit.label("visit"),
+            func.min(func.coalesce(Exposure.proposid, Association.proposid)).label("proposid"),
+            func.min(func.coalesce(Exposure.config, Association.config)).label("config"),
+            func.min(func.coalesce(Exposure.targname, Association.targname)).label("targname"),
+        )
+        .outerjoin(Association, Association.asn_id == Exposure.asn_id)
+        .where(visit.in_(sorted(visits)))
+        .group_by(visit)
+    )
+    return {row["visit"]: dict(row) for row in connection.execute(query).mappings()}
+
+
+def _verdict_item(row: Any, today: date, context: dict[str, dict[str, Any]]) -> VerdictItem:
     deadline = row["hopr_deadline"]
     is_visit = row["exposure_id"] is None
+    where = context.get(row["visit_id"], {}) if is_visit else row
     return VerdictItem(
         level="visit" if is_visit else "exposure",
-        subject=row["asn_id"] if is_visit else row["exposure_id"],
+        subject=row["visit_id"] if is_visit else row["exposure_id"],
         verdict=row["verdict"],
         summary=row["summary"],
         happened=_what_happened(row["summary"]),
         hopr_deadline=deadline,
         days_left=(deadline - today).days if deadline is not None else None,
         decided_on=row["decided_on"],
-        asn_id=row["asn_id"] if is_visit else row["exposure_asn_id"],
+        asn_id=None if is_visit else row["exposure_asn_id"],
         member_index=None if is_visit else row["asn_member_index"],
-        proposid=row["proposid"],
-        config=row["config"],
-        targname=row["targname"],
+        proposid=where.get("proposid"),
+        config=where.get("config"),
+        targname=where.get("targname"),
         analysis_run_id=row["analysis_run_id"],
     )
 
@@ -345,7 +392,7 @@ def _group_by_visit(items: list[VerdictItem]) -> list[VerdictItem]:
     for item in items:
         if item.level == "visit":
             continue
-        visit = visits.get(item.asn_id or "")
+        visit = visits.get(item.subject[:6])
         (visit.exposures if visit else alone).append(item)
     for visit in visits.values():
         visit.exposures.sort(key=lambda e: (e.member_index is None, e.member_index or 0, e.subject))
@@ -509,21 +556,37 @@ def _headline_item(item: VerdictItem) -> str:
     return f"{_name(item.subject)} – {item.happened}"
 
 
+def _late(item: VerdictItem) -> bool:
+    """A HOPR whose 90-day limit passed before the digest's day."""
+    return item.verdict == "hopr" and item.days_left is not None and item.days_left < 0
+
+
+def _verdict_groups(digest: Digest, level: str) -> list[tuple[str, list[VerdictItem], bool]]:
+    """(verdict, items, limit passed) in the order the summary lists them: open HOPRs, HOPRs
+    past their limit apart from them, then help desk, not repeatable, incomplete."""
+    kinds = list(_VERDICT_ORDER) + sorted({v.verdict for v in digest.verdicts} - set(_LEAD))
+    chosen = [v for v in digest.verdicts if v.level == level]
+    groups = []
+    for kind in kinds:
+        of_kind = [v for v in chosen if v.verdict == kind]
+        if kind == "hopr":
+            groups.append((kind, [v for v in of_kind if not _late(v)], False))
+            groups.append((kind, [v for v in of_kind if _late(v)], True))
+        else:
+            groups.append((kind, of_kind, False))
+    return [group for group in groups if group[1]]
+
+
 def _verdict_blocks(digest: Digest) -> list[tuple[str, list[str]]]:
     blocks = []
-    kinds = list(_VERDICT_ORDER) + sorted({v.verdict for v in digest.verdicts} - set(_LEAD))
     for level in ("visit", "exposure"):
-        for kind in kinds:
-            chosen = [v for v in digest.verdicts if v.level == level and v.verdict == kind]
-            if not chosen:
-                continue
-            singular, plural = _LEAD.get(kind, (f"is {kind}", f"are {kind}"))
+        for kind, chosen, late in _verdict_groups(digest, level):
+            singular, plural = (
+                _LATE_LEAD if late else _LEAD.get(kind, (f"is {kind}", f"are {kind}"))
+            )
             noun = level if level == "visit" else "exposure outside a judged visit"
             noun = noun if len(chosen) == 1 else noun.replace(level, f"{level}s", 1)
             lead = f"{len(chosen)} {noun} {singular if len(chosen) == 1 else plural}"
-            late = sum(1 for v in chosen if v.days_left is not None and v.days_left < 0)
-            if kind == "hopr" and late:
-                lead += f" ({late} past the 90-day limit)"
             items = [_headline_item(v) for v in chosen[:HEADLINE_ITEMS]]
             if len(chosen) > HEADLINE_ITEMS:
                 items.append(f"… and {len(chosen) - HEADLINE_ITEMS} more, listed below")
@@ -605,6 +668,11 @@ def _label(verdict: str) -> str:
     return _VERDICT_LABEL.get(verdict, verdict)
 
 
+def _item_label(item: VerdictItem) -> str:
+    """The verdict's label; a HOPR past its 90-day limit says so."""
+    return f"{_label(item.verdict)} (late)" if _late(item) else _label(item.verdict)
+
+
 # --- Terminal text --------------------------------------------------------------------------------
 
 
@@ -619,7 +687,7 @@ def _text_verdicts(digest: Digest) -> list[str]:
     lines = ["", "Verdicts (soonest HOPR deadline first; visits with their exposures)"]
     for item in digest.verdicts:
         lines.append(
-            f"  {_label(item.verdict).upper():<15}{_name(item.subject)}  {_where(item)}  "
+            f"  {_item_label(item).upper():<15}{_name(item.subject)}  {_where(item)}  "
             f"{_deadline_detail(item)}"
         )
         lines.append(f"  {'':<15}{item.happened}")
@@ -627,7 +695,7 @@ def _text_verdicts(digest: Digest) -> list[str]:
             number = f"#{exposure.member_index}" if exposure.member_index is not None else "#?"
             lines.append(
                 f"  {'':<15}  {number:>3} {_name(exposure.subject)}  "
-                f"{_label(exposure.verdict)}: {exposure.happened}"
+                f"{_item_label(exposure)}: {exposure.happened}"
             )
     return lines
 
@@ -706,12 +774,12 @@ def _md_verdicts(digest: Digest) -> list[str]:
               "what happened"]  # fmt: skip
     rows = []
     for item in digest.verdicts:
-        rows.append([f"**{_md(_label(item.verdict))}**", f"**{_md(_name(item.subject))}**",
+        rows.append([f"**{_md(_item_label(item))}**", f"**{_md(_name(item.subject))}**",
                      _md(_where(item)), str(item.hopr_deadline or "—"),
                      _md(_days_left_words(item)), _md(item.happened)])  # fmt: skip
         for exposure in item.exposures:
             number = f"#{exposure.member_index} " if exposure.member_index is not None else ""
-            rows.append([_md(_label(exposure.verdict)), f"↳ {number}{_md(_name(exposure.subject))}",
+            rows.append([_md(_item_label(exposure)), f"↳ {number}{_md(_name(exposure.subject))}",
                          "", str(exposure.hopr_deadline or "—"),
                          _md(_days_left_words(exposure)), _md(exposure.happened)])  # fmt: skip
     return ["", "## Verdicts", "", *_md_table(header, rows)]
@@ -799,7 +867,7 @@ def _html_verdict_row(item: VerdictItem, member: bool) -> str:
     late = " late" if item.days_left is not None and item.days_left < 0 else ""
     number = f"#{item.member_index} " if member and item.member_index is not None else ""
     cells = [
-        f"<td class='{_esc(item.verdict)}'>{_esc(_label(item.verdict))}</td>",
+        f"<td class='{_esc(item.verdict)}'>{_esc(_item_label(item))}</td>",
         f"<td>{_esc(number)}<b>{_esc(_name(item.subject))}</b></td>",
         f"<td>{'' if member else _esc(_where(item))}</td>",
         f"<td>{_esc(item.hopr_deadline or '—')}</td>",

@@ -11,7 +11,7 @@ import html
 import io
 import json
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
@@ -19,10 +19,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sqlalchemy import Connection, select
 
-from analysis.verdicts import member_list
+from analysis.verdicts import member_list, visit_id
+from models.jif_keywords import checklist_columns, problem_flags
 from models.tables import (
     Association,
     Exposure,
+    FileWarning,
     Flag,
     ImagePreview,
     JitterSample,
@@ -36,25 +38,15 @@ __all__ = [
     "UnknownIdError",
     "gather",
     "jitter_plot_png",
+    "limit_passed",
     "render_html",
     "render_text",
 ]
 
-PROBLEM_FLAGS = (  # keyword, column, value when all is well
-    ("T_GDACT", "t_gdact", True), ("T_ACTGSP", "t_actgsp", True), ("T_GSFAIL", "t_gsfail", False),
-    ("T_SGSTAR", "t_sgstar", False), ("T_TLMPRB", "t_tlmprb", False),
-    ("T_NOTLM", "t_notlm", False), ("T_NTMGAP", "t_ntmgap", 0), ("T_TMGAP", "t_tmgap", 0.0),
-    ("T_GSGAP", "t_gsgap", False), ("T_SLEWNG", "t_slewng", False),
-    ("T_TDFDWN", "t_tdfdwn", False),
-)  # fmt: skip
-EXPOSURE_KEYWORDS = (  # the notebook's per-extension keywords, as the store holds them
-    ("#", "asn_member_index"), ("exposure", "exposure_id"), ("rootname", "rootname"),
-    ("GUIDEACT", "guideact"), ("GSACQ", "gsacq"), ("GSFAIL", "gsfail"),
-    ("TDF-DOWN", "tdf_down"), ("ACTGSSEP ″", "actgssep_arcsec"),
-    ("GSSEPRMS mas", "gsseprms_mas"), ("NLOSSES", "nlosses"), ("LOCKLOSS s", "lockloss_s"),
-    ("V2_RMS mas", "v2_rms_mas"), ("V3_RMS mas", "v3_rms_mas"), ("JIT rows", "jit_n_samples"),
-    ("fill rows", "jit_n_fill"), ("TakeData=1", "jit_takedata_frac"),
-)  # fmt: skip
+PROBLEM_FLAGS = tuple(
+    (k.keyword, k.column, k.ok) for k in problem_flags()
+)  # value when all is well
+EXPOSURE_KEYWORDS = checklist_columns()  # the checklist's per-exposure table, as stored
 
 
 class UnknownIdError(LookupError):
@@ -66,26 +58,28 @@ class Assessment:
     """Everything the checklist looks at, for one visit (or the visit of one exposure)."""
 
     requested: str
-    association: dict[str, Any] | None
+    visit: str  # ipppss
+    associations: list[dict[str, Any]]  # the visit's jitter file sets, in name order
     exposures: list[dict[str, Any]]
     flags: list[dict[str, Any]]
-    verdicts: dict[str, dict[str, Any]]  # exposure_id or asn_id -> verdict row
+    verdicts: dict[str, dict[str, Any]]  # exposure_id or visit_id -> verdict row
     samples: dict[str, pd.DataFrame]
     previews: dict[str, list[dict[str, Any]]]  # exposure_id -> image_preview rows
     psf: dict[str, list[dict[str, Any]]]  # exposure_id -> psf_measurement rows
+    warnings: list[dict[str, Any]]  # file_warning rows of the visit's exposures
 
     @property
     def visit_verdict(self) -> dict[str, Any] | None:
-        if self.association:
-            return self.verdicts.get(self.association["asn_id"])
-        return None
+        return self.verdicts.get(self.visit)
 
     def as_json(self) -> dict[str, Any]:
         return _jsonable(
             {
                 "requested": self.requested,
-                "association": self.association,
+                "visit": self.visit,
+                "associations": self.associations,
                 "verdict": self.visit_verdict,
+                "warnings": self.warnings,
                 "exposures": [
                     e
                     | {
@@ -114,33 +108,45 @@ def _rows(connection: Connection, query: Any) -> list[dict[str, Any]]:
     return [dict(row) for row in connection.execute(query).mappings()]
 
 
-def _resolve(connection: Connection, requested: str) -> tuple[str | None, list[str]]:
-    """The association and exposures an id names: an asn id, a rootname or an exposure id."""
+def _resolve(connection: Connection, requested: str) -> tuple[str, list[str]]:
+    """The visit an id names, and the exposures to show: a visit (ipppss) or an association id
+    shows every exposure of the visit; a rootname or exposure id shows that exposure."""
     name = requested.strip().lower()
-    if connection.execute(select(Association.asn_id).where(Association.asn_id == name)).first():
-        members = select(Exposure.exposure_id).where(Exposure.asn_id == name)
-        return name, list(connection.execute(members).scalars())
+    association = (
+        connection.execute(select(Association.asn_id).where(Association.asn_id == name)).first()
+        or connection.execute(
+            select(Exposure.asn_id).where(Exposure.asn_id == name).limit(1)
+        ).first()
+    )
     exposure = connection.execute(
-        select(Exposure.exposure_id, Exposure.asn_id).where(Exposure.exposure_id == name[:8])
-    ).first()
-    if exposure is None:
+        select(Exposure.exposure_id).where(Exposure.exposure_id == name[:8])
+    ).scalar()
+    if association is None and exposure is not None and len(name) in (8, 9):
+        return visit_id(exposure), [exposure]
+    visit = visit_id(name)
+    members = list(
+        connection.execute(
+            select(Exposure.exposure_id).where(Exposure.exposure_id.like(f"{visit}%"))
+        ).scalars()
+    )
+    if not members or (association is None and len(name) != 6):
         msg = f"{requested}: no association or exposure of that name has been ingested"
         raise UnknownIdError(msg)
-    return exposure.asn_id, [exposure.exposure_id]
+    return visit, members
 
 
 def gather(connection: Connection, requested: str) -> Assessment:
-    """Read everything the report shows for ``requested`` from the store."""
-    asn_id, exposure_ids = _resolve(connection, requested)
-    association = None
-    if asn_id:
-        found = _rows(connection, select(Association).where(Association.asn_id == asn_id))
-        association = found[0] if found else None
+    """Read everything the report shows for the visit ``requested`` names from the store."""
+    visit, exposure_ids = _resolve(connection, requested)
     exposures = _rows(
         connection,
         select(Exposure)
         .where(Exposure.exposure_id.in_(exposure_ids))
-        .order_by(Exposure.asn_member_index, Exposure.exposure_id),
+        .order_by(Exposure.asn_id, Exposure.asn_member_index, Exposure.exposure_id),
+    )
+    asn_ids = sorted({e["asn_id"] for e in exposures if e["asn_id"]})
+    associations = _rows(
+        connection, select(Association).where(Association.asn_id.in_(asn_ids)).order_by("asn_id")
     )
     flags = _rows(
         connection,
@@ -149,9 +155,16 @@ def gather(connection: Connection, requested: str) -> Assessment:
         .order_by(Flag.exposure_id, Flag.rule),
     )
     subjects = select(Verdict).where(
-        Verdict.exposure_id.in_(exposure_ids) | (Verdict.asn_id == asn_id)
+        Verdict.exposure_id.in_(exposure_ids) | (Verdict.visit_id == visit)
     )
-    verdicts = {v["exposure_id"] or v["asn_id"]: v for v in _rows(connection, subjects)}
+    verdicts = {v["exposure_id"] or v["visit_id"]: v for v in _rows(connection, subjects)}
+    warnings = _rows(
+        connection,
+        select(FileWarning.exposure_id, FileWarning.hdu_index, FileWarning.keyword,
+               FileWarning.raw_value, FileWarning.message)
+        .where(FileWarning.exposure_id.in_(exposure_ids))
+        .order_by(FileWarning.exposure_id, FileWarning.keyword),
+    )  # fmt: skip
     columns = ("exposure_id", "sample_index", "seconds", "si_v2_avg", "si_v3_avg", "si_v2_rms",
                "si_v3_rms", "take_data")  # fmt: skip
     samples_query = (
@@ -177,7 +190,10 @@ def gather(connection: Connection, requested: str) -> Assessment:
         .order_by(PsfMeasurement.kind, PsfMeasurement.extver),
     ):
         psf.setdefault(row["exposure_id"], []).append(row)
-    return Assessment(requested, association, exposures, flags, verdicts, samples, previews, psf)
+    return Assessment(
+        requested, visit, associations, exposures, flags, verdicts, samples, previews, psf,
+        warnings,
+    )  # fmt: skip
 
 
 def jitter_plot_png(samples: pd.DataFrame, title: str) -> bytes:
@@ -224,22 +240,55 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def limit_passed(verdict: dict[str, Any], today: date | None = None) -> bool:
+    """A HOPR verdict whose 90-day limit is behind ``today`` (default: the UTC date now)."""
+    deadline = verdict.get("hopr_deadline")
+    today = today or datetime.now(UTC).date()
+    return verdict.get("verdict") == "hopr" and deadline is not None and deadline < today
+
+
 def _headline(assessment: Assessment) -> str:
     verdict = assessment.visit_verdict or next(iter(assessment.verdicts.values()), None)
     if verdict is None:
         return "Not analysed yet: run `hstmon analyze`."
-    return f"{verdict['verdict'].upper()}: {verdict['summary']}"
+    label = verdict["verdict"].upper()
+    if limit_passed(verdict):
+        # Still a HOPR, but shown apart: filing now needs the help desk's agreement.
+        label += f" (90-day limit passed on {verdict['hopr_deadline']})"
+    return f"{label}: {verdict['summary']}"
+
+
+def _problem_flags_up(association: dict[str, Any]) -> list[str]:
+    return [
+        keyword
+        for keyword, column, ok in PROBLEM_FLAGS
+        if association[column] is not None and association[column] != ok
+    ]
+
+
+def _delivery_words(verdict: dict[str, Any]) -> str:
+    """'First delivery 2017-07-01 (PROCTIME of ...); HOPR deadline 2017-09-29.'"""
+    if verdict.get("delivered_on") is None:
+        return "No delivery date known: the HOPR deadline cannot be computed."
+    return (
+        f"First delivery {verdict['delivered_on']} ({verdict['delivery_basis']}); HOPR deadline "
+        f"{verdict['hopr_deadline']}."
+    )
 
 
 def render_text(assessment: Assessment) -> str:
     """The terminal summary: the verdict, the keyword table, and every flag."""
-    lines = [f"Assessment of {assessment.requested}", "", _headline(assessment), ""]
-    if assessment.association:
-        a = assessment.association
-        bad = [k for k, column, ok in PROBLEM_FLAGS if a[column] is not None and a[column] != ok]
+    lines = [f"Assessment of {assessment.requested} (visit {assessment.visit})", ""]
+    lines += [_headline(assessment)]
+    if assessment.visit_verdict:
+        lines.append(_delivery_words(assessment.visit_verdict))
+    lines.append("")
+    for a in assessment.associations:
+        bad = _problem_flags_up(a)
         lines.append(
-            f"Visit {a['asn_id']}  program {a['proposid']}  {a['config']}  "
-            f"GUIDECMD={a['guidecmd'] or '—'}  problem flags: {', '.join(bad) or 'none'}"
+            f"Visit {assessment.visit}, set {a['asn_id']}  program {a['proposid']}  "
+            f"{a['config']}  GUIDECMD={a['guidecmd'] or '—'}  problem flags: "
+            f"{', '.join(bad) or 'none'}"
         )
     header = [title for title, _ in EXPOSURE_KEYWORDS] + ["verdict"]
     table = [header]
@@ -248,6 +297,9 @@ def render_text(assessment: Assessment) -> str:
         table.append([_fmt(e[column]) for _, column in EXPOSURE_KEYWORDS] + [verdict])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in table]
+    if assessment.warnings:
+        lines += ["", "Keyword values that could not be read (NULL in the store):"]
+        lines += [f"  {w['exposure_id']}: {w['message']}" for w in assessment.warnings]
     if assessment.flags:
         lines += ["", "Flags:"]
         lines += [f"  [{f['severity']}] {f['exposure_id']} {f['rule']}: {f['message']}"
@@ -263,6 +315,7 @@ td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}
 th{background:#f0f0f0}.bad{background:#fdd}.verdict{padding:1em;border-radius:6px;font-size:16px}
 .hopr{background:#fdd;border:2px solid #c00}.helpdesk{background:#ffe9c6;border:2px solid #c80}
 .ok{background:#e3f6e3;border:2px solid #393}.not_repeatable{background:#eee;border:2px solid #888}
+.incomplete{background:#eef3fb;border:2px solid #57a}
 .high{color:#b00;font-weight:bold}.medium{color:#a60}.info{color:#555}
 pre{background:#f7f7f7;padding:4px;font-size:11px;white-space:pre-wrap}
 """
@@ -298,6 +351,10 @@ def _html_exposure(assessment: Assessment, exposure: dict[str, Any]) -> str:
         parts.append(
             f"<p class='verdict {verdict['verdict']}'>{html.escape(verdict['summary'])}</p>"
         )
+        flagged = {f["message"] for f in assessment.flags if f["exposure_id"] == exposure_id}
+        notes = [r for r in verdict.get("reasons") or [] if r not in flagged]
+        lines = [_delivery_words(verdict), *notes]
+        parts.append("".join(f"<p>{html.escape(line)}</p>" for line in lines if line))
     samples = assessment.samples.get(exposure_id)
     if samples is not None and len(samples):
         png = base64.b64encode(jitter_plot_png(samples, f"Jitter: {exposure_id}")).decode()
@@ -373,6 +430,31 @@ def _html_images(assessment: Assessment, exposure_id: str) -> str:
     return "".join(parts)
 
 
+def _html_visit(assessment: Assessment) -> list[str]:
+    body = [f"<h2>Visit {html.escape(assessment.visit)}</h2>"]
+    for a in assessment.associations:
+        body.append(
+            f"<h3>Set {a['asn_id']}</h3><p>Program {a['proposid']}, {a['config']}, target "
+            f"{html.escape(a['targname'] or '—')}; GUIDECMD {a['guidecmd'] or '—'}; window "
+            f"{_fmt(a['window_start'])} – {_fmt(a['window_end'])} UTC.</p>"
+            "<h4>JIF problem flags and warnings</h4>" + _html_problem_flags(a)
+        )
+        numbers = [
+            e["asn_member_index"]
+            for e in assessment.exposures
+            if e["asn_member_index"] and e["asn_id"] == a["asn_id"]
+        ]
+        if numbers:
+            body.append(f"<p>Exposures {member_list(numbers)} of this set are in the store.</p>")
+    if assessment.warnings:
+        items = "".join(
+            f"<li>{html.escape(w['exposure_id'] or '')}: {html.escape(w['message'])}</li>"
+            for w in assessment.warnings
+        )
+        body.append(f"<h4>Keyword values that could not be read (NULL)</h4><ul>{items}</ul>")
+    return body
+
+
 def render_html(assessment: Assessment) -> str:
     """One self-contained page (plots inlined) that can be mailed or attached to a HOPR."""
     visit = assessment.visit_verdict
@@ -380,17 +462,9 @@ def render_html(assessment: Assessment) -> str:
     css = visit["verdict"] if visit else ""
     body = [f"<h1>hstmon assessment: {html.escape(assessment.requested)}</h1>",
             f"<p class='verdict {css}'>{headline}</p>"]  # fmt: skip
-    if assessment.association:
-        a = assessment.association
-        body.append(
-            f"<h2>Visit {a['asn_id']}</h2><p>Program {a['proposid']}, {a['config']}, target "
-            f"{html.escape(a['targname'] or '—')}; GUIDECMD {a['guidecmd'] or '—'}; window "
-            f"{_fmt(a['window_start'])} – {_fmt(a['window_end'])} UTC.</p>"
-            "<h3>JIF problem flags and warnings</h3>" + _html_problem_flags(a)
-        )
-        numbers = [e["asn_member_index"] for e in assessment.exposures if e["asn_member_index"]]
-        if numbers:
-            body.append(f"<p>Exposures {member_list(numbers)} of this visit are in the store.</p>")
+    if visit:
+        body.append(f"<p>{html.escape(_delivery_words(visit))}</p>")
+    body += _html_visit(assessment)
     body += ["<h2>Per-exposure keywords (JIF) and jitter statistics (JIT)</h2>",
              _html_exposure_table(assessment), "<h2>Exposures</h2>"]  # fmt: skip
     body += [_html_exposure(assessment, e) for e in assessment.exposures]

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, Table, delete
 from analysis.config import RuleSet, load_rules
 from analysis.frame import load_exposures, stale_exposure_ids
 from analysis.rules import evaluate, exposure_seconds
-from analysis.verdicts import VerdictRecord, association_verdicts, exposure_verdicts
+from analysis.verdicts import VerdictRecord, exposure_verdicts, visit_id, visit_verdicts
 from models.bulk import bulk_insert
 from models.database import ensure_schema, make_engine
 from models.locks import serialize_transaction
@@ -94,9 +94,10 @@ def _write(
     """Replace the targets' flags, verdicts and analysis state in one transaction."""
     _delete_in(connection, Flag.__table__, "exposure_id", targets)
     _delete_in(connection, Verdict.__table__, "exposure_id", targets)
-    _delete_in(
-        connection, Verdict.__table__, "asn_id", [r["asn_id"] for r in verdict_rows if r["asn_id"]]
-    )
+    visits = [r["visit_id"] for r in verdict_rows if r["visit_id"]]
+    _delete_in(connection, Verdict.__table__, "visit_id", visits)
+    # Association-level verdicts of stores analysed before visits were judged as ipppss.
+    connection.execute(delete(Verdict.__table__).where(Verdict.__table__.c.asn_id.is_not(None)))
     _delete_in(connection, AnalysisState.__table__, "exposure_id", targets)
     for model, rows in ((Flag, flag_rows), (Verdict, verdict_rows), (AnalysisState, state_rows)):
         bulk_insert(connection, model.__table__, rows)
@@ -145,12 +146,12 @@ def _analyse(
     flags, summary.not_evaluated = evaluate(frame, rules)
     frame = frame.assign(seconds=exposure_seconds(frame))
     target_flags = flags[flags.index.isin(targets)]
-    visits = set(frame.loc[targets, "asn_id"].dropna())
+    visits = {visit_id(e) for e in targets}
     # A visit's verdict needs every member's, analysed or not.
-    judged = frame[frame.index.isin(targets) | frame["asn_id"].isin(visits)]
+    judged = frame[frame["exposure_id"].str[:6].isin(visits)]
     verdicts = exposure_verdicts(judged, flags[flags.index.isin(judged.index)], rules, today)
     records: list[VerdictRecord] = [verdicts[e] for e in targets]
-    records += association_verdicts(frame, verdicts, rules, today, visits)
+    records += visit_verdicts(judged, verdicts, rules, today, visits)
     now, signature = datetime.now(UTC), rules.signature
     state = [
         {"exposure_id": e, "analyzed_at": now, "rules_signature": signature,
@@ -171,6 +172,6 @@ def _analyse(
     summary.flags = {k: int(v) for k, v in target_flags["severity"].value_counts().items()}
     counts: dict[str, int] = {}
     for record in records:
-        key = f"{'association' if record.asn_id else 'exposure'}_{record.verdict}"
+        key = f"{'visit' if record.visit_id else 'exposure'}_{record.verdict}"
         counts[key] = counts.get(key, 0) + 1
     summary.verdicts = counts

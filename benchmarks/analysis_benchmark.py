@@ -31,7 +31,7 @@ def _associations(n_exposures: int, rng: np.random.Generator) -> list[dict]:
     start = datetime(2019, 1, 1, tzinfo=UTC)
     return [
         {
-            "asn_id": f"i{i:06d}10"[:9],
+            "asn_id": f"i{i:05d}010",
             "proposid": 15500 + i // 50,
             "config": "WFC3/UVIS" if i % 3 else "WFC3/IR",
             "guidecmd": "FINE LOCK",
@@ -44,6 +44,11 @@ def _associations(n_exposures: int, rng: np.random.Generator) -> list[dict]:
     ]
 
 
+def _exposure_id(index: int, n_visits: int) -> str:
+    """ipppss + 2: four exposures a visit, named like their visit's association."""
+    return f"i{index // 4 % n_visits:05d}a{index % 4}"
+
+
 def _exposures(visits: list[dict], n_exposures: int, rng: np.random.Generator) -> list[dict]:
     modes = rng.choice(6, size=n_exposures, p=[0.85, 0.03, 0.03, 0.02, 0.03, 0.04])
     v2 = rng.normal(3.2, 0.4, n_exposures)
@@ -51,11 +56,12 @@ def _exposures(visits: list[dict], n_exposures: int, rng: np.random.Generator) -
     rows = []
     now = datetime.now(UTC)
     for index in range(n_exposures):
-        visit = visits[index // 4 % len(visits)]
+        number = index // 4 % len(visits)
+        visit = visits[number]
         mode = modes[index]
         start = visit["window_start"] + timedelta(minutes=20 * (index % 4))
         rows.append({
-            "exposure_id": f"e{index:07d}", "asn_id": visit["asn_id"],
+            "exposure_id": _exposure_id(index, len(visits)), "asn_id": visit["asn_id"],
             "asn_member_index": index % 4 + 1, "proposid": visit["proposid"],
             "config": visit["config"], "window_start": start,
             "window_end": start + timedelta(seconds=600), "proctime": start + timedelta(days=1),
@@ -69,7 +75,8 @@ def _exposures(visits: list[dict], n_exposures: int, rng: np.random.Generator) -
             "jit_n_samples": 200, "jit_n_fill": 200 if mode == 1 else 0,
             "jit_takedata_frac": 0.0 if mode == 1 else (0.7 if mode == 3 else 1.0),
             "jit_duration_s": 600.0, "drift_trend_v2_mas": 60.0 if mode == 4 else 1.0,
-            "drift_trend_v3_mas": 1.0, "jif_file_id": None, "updated_at": now,
+            "drift_trend_v3_mas": 1.0, "drift_rate_mas_s": 0.1 if mode == 4 else 0.002,
+            "jif_file_id": None, "updated_at": now,
         })  # fmt: skip
     return rows
 
@@ -96,7 +103,7 @@ def _timed(label: str, url: str, **options: object) -> None:
 def _touch_one_percent(url: str, n_exposures: int) -> None:
     engine = make_engine(url)
     with engine.begin() as connection:
-        ids = [f"e{index:07d}" for index in range(0, n_exposures, 100)]
+        ids = [_exposure_id(index, n_exposures // 4) for index in range(0, n_exposures, 100)]
         later = datetime.now(UTC) + timedelta(seconds=1)
         connection.execute(
             update(Exposure).where(Exposure.exposure_id.in_(ids)).values(updated_at=later)

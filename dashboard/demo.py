@@ -68,9 +68,9 @@ def _print_findings(engine) -> None:  # type: ignore[no-untyped-def]
     actions = action_list(engine, limit=8)
     click.echo("\nVisits that need attention (HOPR first, nearest deadline first):")
     for item in actions:
-        click.echo(f"  {item.asn_id}  {item.verdict:8s}  {item.summary}")
+        click.echo(f"  {item.visit_id}  {item.verdict:8s}  {item.summary}")
     if actions:
-        click.echo(f"\nOne visit in full:  hstmon assess {actions[0].asn_id.upper()}")
+        click.echo(f"\nOne visit in full:  hstmon assess {actions[0].visit_id.upper()}")
 
 
 def _default_archive() -> Path:

@@ -29,6 +29,7 @@ from sqlalchemy import (
     union,
 )
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import aliased
 
 from analysis.digest import Digest, build_digest, summary_blocks
 from dashboard.sql_console import (
@@ -42,6 +43,7 @@ from dashboard.sql_console import (
     run_readonly_sql,
     sql_page_refusal,
 )
+from models.jif_keywords import checklist_keywords
 from models.tables import (
     AnalysisRun,
     Association,
@@ -140,18 +142,29 @@ def _count(condition) -> object:  # type: ignore[no-untyped-def]
     return func.sum(case((condition, 1), else_=0))
 
 
+def _guiding_rank(mode: ColumnElement[str]) -> ColumnElement[int]:
+    """FINE LOCK 2, FINE LOCK/GYRO 1, GYRO 0, anything else NULL (never below or above)."""
+    return case(
+        (mode == "FINE LOCK", 2), (mode == "FINE LOCK/GYRO", 1), (mode == "GYRO", 0), else_=null()
+    )
+
+
 def program_summaries(engine: Engine) -> list[ProgramSummary]:
     """Per program: exposures and the failures their jitter files report.
 
-    A guide-star acquisition failure is a GSFAIL code or a JIF that left GSACQ blank; loss of lock
-    is NLOSSES > 0; take-data down is the TDF-DOWN flag; guiding degraded is GUIDEACT differing
-    from the association's GUIDECMD.
+    A guide-star acquisition failure is a GSFAIL code or a JIF that left GSACQ blank, unless the
+    visit was commanded on gyros; loss of lock is NLOSSES > 0; take-data down is the TDF-DOWN
+    flag; guiding degraded is GUIDEACT below the association's GUIDECMD.
     """
-    gs_failure = or_(
-        Exposure.gsfail.is_not(None),
-        and_(Exposure.jif_file_id.is_not(None), Exposure.gsacq.is_(None)),
+    commanded_gyro = func.coalesce(Association.guidecmd, "") == "GYRO"
+    gs_failure = and_(
+        or_(
+            Exposure.gsfail.is_not(None),
+            and_(Exposure.jif_file_id.is_not(None), Exposure.gsacq.is_(None)),
+        ),
+        ~commanded_gyro,  # on gyros, as commanded, there is no guide star to acquire
     )
-    degraded = and_(Exposure.guideact.is_not(None), Exposure.guideact != Association.guidecmd)
+    degraded = _guiding_rank(Exposure.guideact) < _guiding_rank(Association.guidecmd)
     query = (
         select(
             Exposure.proposid,
@@ -191,7 +204,7 @@ def program_summaries(engine: Engine) -> list[ProgramSummary]:
 class ActionItem:
     """A visit that needs the observer: its verdict, deadline and the sentence that says why."""
 
-    asn_id: str
+    visit_id: str  # ipppss
     verdict: str
     hopr_deadline: object
     days_left: int | None
@@ -199,21 +212,23 @@ class ActionItem:
 
 
 def action_list(engine: Engine, limit: int = 20) -> list[ActionItem]:
-    """Visits whose verdict is hopr or helpdesk, the nearest HOPR deadline first."""
+    """Visits whose verdict is hopr or helpdesk: open HOPRs, nearest deadline first, then HOPRs
+    whose 90-day limit has passed (still HOPRs, shown after the open ones), then the help desk."""
+    open_hopr = and_(Verdict.verdict == "hopr", Verdict.days_left >= 0)
     query = (
         select(
-            Verdict.asn_id,
+            Verdict.visit_id,
             Verdict.verdict,
             Verdict.hopr_deadline,
             Verdict.days_left,
             Verdict.summary,
         )
-        .where(Verdict.asn_id.is_not(None), Verdict.verdict.in_(("hopr", "helpdesk")))
+        .where(Verdict.visit_id.is_not(None), Verdict.verdict.in_(("hopr", "helpdesk")))
         .order_by(
-            case((Verdict.verdict == "hopr", 0), else_=1),
+            case((open_hopr, 0), (Verdict.verdict == "hopr", 1), else_=2),
             # upcoming deadlines soonest first, then passed ones most recent first
             case((Verdict.days_left >= 0, Verdict.days_left), else_=100_000 - Verdict.days_left),
-            Verdict.asn_id,
+            Verdict.visit_id,
         )
         .limit(limit)
     )
@@ -578,26 +593,43 @@ def _action_ids(engine: Engine, today: date, limit: int) -> list[int]:
     return [verdict_id for *_, verdict_id in sorted(found)[:limit]]
 
 
+def _first_association(visit: ColumnElement[str]) -> Any:
+    """The visit's first association id (what the visit page opens), as a scalar subquery."""
+    sets = aliased(Association)
+    return (
+        select(func.min(sets.asn_id))
+        .where(func.substr(sets.asn_id, 1, 6) == visit)
+        .correlate_except(sets)
+        .scalar_subquery()
+    )
+
+
 def action_items(engine: Engine, today: date | None = None, limit: int = 200) -> pd.DataFrame:
     """Exposures and visits whose verdict is hopr or helpdesk, by days left to the HOPR deadline.
 
     Open deadlines come first (soonest first), then passed ones (most recently passed first),
     then those without a known deadline; HOPR before help desk on the same day. ``days_left``
     counts from ``today`` (default: the UTC date now), not from the day of the analysis.
-    ``target`` is the exposure id, or the visit's asn_id for a visit-level verdict (``kind``).
+    ``limit_passed`` marks HOPRs whose 90-day limit is behind ``today``: still HOPRs, to show
+    apart from the open ones. ``visit`` is the visit (ipppss); ``target`` is the exposure id, or
+    for a visit-level verdict (``kind``) the id its page opens (its first association).
     """
     today = today or datetime.now(UTC).date()
     chosen = _action_ids(engine, today, int(limit))
-    columns = ["kind", "target", "asn_id", "proposid", "config", "verdict", "hopr_deadline",
-               "days_left", "summary"]  # fmt: skip
+    columns = ["kind", "target", "visit", "asn_id", "proposid", "config", "verdict",
+               "hopr_deadline", "days_left", "limit_passed", "summary"]  # fmt: skip
     if not chosen:
         return pd.DataFrame(columns=columns)
+    visit = func.coalesce(Verdict.visit_id, func.substr(Verdict.exposure_id, 1, 6))
     query = (
         select(
             Verdict.verdict_id,
             case((Verdict.exposure_id.is_(None), "visit"), else_="exposure").label("kind"),
-            func.coalesce(Verdict.exposure_id, Verdict.asn_id).label("target"),
-            func.coalesce(Exposure.asn_id, Verdict.asn_id).label("asn_id"),
+            func.coalesce(
+                Verdict.exposure_id, _first_association(Verdict.visit_id), Verdict.visit_id
+            ).label("target"),
+            visit.label("visit"),
+            Exposure.asn_id,
             func.coalesce(Exposure.proposid, Association.proposid).label("proposid"),
             func.coalesce(Exposure.config, Association.config).label("config"),
             Verdict.verdict,
@@ -605,22 +637,25 @@ def action_items(engine: Engine, today: date | None = None, limit: int = 200) ->
             Verdict.summary,
         )
         .outerjoin(Exposure, Exposure.exposure_id == Verdict.exposure_id)
-        .outerjoin(Association, Association.asn_id == Verdict.asn_id)
+        .outerjoin(Association, Association.asn_id == _first_association(visit))
         .where(Verdict.verdict_id.in_(chosen))
     )
     frame = _frame(engine, query).set_index("verdict_id").loc[chosen].reset_index()
     deadlines = pd.to_datetime(frame["hopr_deadline"])
     frame["days_left"] = ((deadlines - pd.Timestamp(today)).dt.days).astype("Int64")
+    frame["limit_passed"] = (frame["verdict"] == "hopr") & (frame["days_left"] < 0).fillna(False)
     return frame[columns]
 
 
-def action_count(engine: Engine) -> dict[str, int]:
-    """How many verdicts are hopr and helpdesk (exposures and visits together)."""
-    query = (
-        select(Verdict.verdict, func.count())
-        .where(Verdict.verdict.in_(ACTION_VERDICTS))
-        .group_by(Verdict.verdict)
+def action_count(engine: Engine, today: date | None = None) -> dict[str, int]:
+    """How many verdicts are hopr (``hopr_limit_passed`` when their 90-day limit is behind
+    ``today``) and helpdesk, exposures and visits together."""
+    today = today or datetime.now(UTC).date()
+    kind = case(
+        (and_(Verdict.verdict == "hopr", Verdict.hopr_deadline < today), "hopr_limit_passed"),
+        else_=Verdict.verdict,
     )
+    query = select(kind, func.count()).where(Verdict.verdict.in_(ACTION_VERDICTS)).group_by(kind)
     with engine.connect() as connection:
         return {str(k): int(v) for k, v in connection.execute(query).all()}
 
@@ -1136,23 +1171,25 @@ def program_visits(engine: Engine, proposid: int) -> pd.DataFrame:
     )
     verdicts = _frame(
         engine,
-        select(Verdict.asn_id, Verdict.verdict, Verdict.summary, Verdict.hopr_deadline).where(
-            Verdict.asn_id.in_(ids), Verdict.exposure_id.is_(None)
+        select(Verdict.visit_id, Verdict.verdict, Verdict.summary, Verdict.hopr_deadline).where(
+            Verdict.visit_id.in_(sorted({asn_id[:6] for asn_id in ids}))
         ),
     )
     frame = visits.merge(counts, on="asn_id", how="left").merge(flags, on="asn_id", how="left")
-    frame = frame.merge(verdicts, on="asn_id", how="left")
+    # A visit (ipppss) may hold several associations: each row shows its visit's verdict.
+    frame = frame.assign(visit_id=frame["asn_id"].str[:6]).merge(
+        verdicts, on="visit_id", how="left"
+    )
     for name in ("exposures", "flags", "flagged_exposures"):
         frame[name] = frame[name].fillna(0).astype(int)
     return frame
 
 
-# The seed notebook's per-exposure guiding keywords (JIF) and JIT statistics, in its order.
+# The checklist's per-exposure guiding keywords (JIF, from the keyword map) and JIT statistics.
 VISIT_EXPOSURE_COLUMNS = (
-    "exposure_id", "asn_member_index", "rootname", "window_start", "guideact", "gsacq",
-    "gsfail", "tdf_down", "actgssep_arcsec", "gsseprms_mas", "nlosses", "lockloss_s",
-    "v2_rms_mas", "v3_rms_mas", "jit_n_samples", "jit_n_fill", "jit_takedata_frac",
-    "si_rms_p95_mas",
+    "exposure_id", "asn_member_index", "rootname", "window_start",
+    *(k.column for k in checklist_keywords()),
+    "jit_n_samples", "jit_n_fill", "jit_takedata_frac", "si_rms_p95_mas",
 )  # fmt: skip
 
 
@@ -1282,10 +1319,7 @@ def exposure_detail(engine: Engine, requested: str) -> ExposureDetail | None:
             dict(r)
             for r in connection.execute(
                 select(Verdict).where(
-                    or_(
-                        Verdict.exposure_id == exposure_id,
-                        and_(Verdict.asn_id == asn_id, Verdict.exposure_id.is_(None)),
-                    )
+                    or_(Verdict.exposure_id == exposure_id, Verdict.visit_id == exposure_id[:6])
                 )
             ).mappings()
         ]
@@ -1298,23 +1332,29 @@ def exposure_detail(engine: Engine, requested: str) -> ExposureDetail | None:
 
 @dataclass(frozen=True)
 class VisitDetail:
-    """A visit (association) with its verdict; its exposures come from :func:`visit_exposures`."""
+    """An association with its visit's verdict; its exposures come from :func:`visit_exposures`.
+
+    A visit is ``ipppss``: the verdict judges every association and lone exposure of it.
+    """
 
     association: dict[str, Any]
     verdict: dict[str, Any] | None
 
 
 def visit_detail(engine: Engine, asn_id: str) -> VisitDetail | None:
-    """The association ``asn_id`` and its visit-level verdict, or None if unknown."""
+    """The association ``asn_id`` (or a visit's first one, given an ``ipppss``) and its visit's
+    verdict, or None if unknown."""
     asn_id = normalise_id(asn_id)
     with engine.connect() as connection:
+        if len(asn_id) == 6:
+            first = select(func.min(Association.asn_id)).where(
+                Association.asn_id.like(f"{asn_id}%")
+            )
+            asn_id = connection.execute(first).scalar() or asn_id
         association = _row_dict(connection, select(Association).where(Association.asn_id == asn_id))
         if association is None:
             return None
-        verdict = _row_dict(
-            connection,
-            select(Verdict).where(Verdict.asn_id == asn_id, Verdict.exposure_id.is_(None)),
-        )
+        verdict = _row_dict(connection, select(Verdict).where(Verdict.visit_id == asn_id[:6]))
     return VisitDetail(association, verdict)
 
 

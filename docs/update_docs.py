@@ -1,4 +1,5 @@
-"""Regenerate docs/cli.md and docs/schema.md from the code; `--check` fails if they are stale."""
+"""Regenerate docs/cli.md, docs/schema.md and docs/rules.md from the code; `--check` fails if
+they are stale."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 import click
 from click.testing import CliRunner
 
+from analysis.config import load_rules
+from analysis.rules_doc import rules_markdown
 from models.cli import main
 from models.describe import schema_markdown
 
@@ -38,7 +41,11 @@ def cli_markdown() -> str:
 
 
 def main_() -> int:
-    wanted = {DOCS / "cli.md": cli_markdown(), DOCS / "schema.md": schema_markdown() + "\n"}
+    wanted = {
+        DOCS / "cli.md": cli_markdown(),
+        DOCS / "schema.md": schema_markdown() + "\n",
+        DOCS / "rules.md": rules_markdown(load_rules()),
+    }
     stale = [
         path.name for path, text in wanted.items() if not path.exists() or path.read_text() != text
     ]

@@ -24,6 +24,15 @@ def print_summary(summary: IngestSummary) -> None:
         f"{counts.get('skipped', 0)} skipped (not jitter files), {counts.get('failed', 0)} failed; "
         f"{summary.exposures} exposure records and {summary.samples} jitter samples written."
     )
+    if summary.warnings:
+        click.secho(
+            f"  {len(summary.warnings)} keyword value(s) could not be read: they are NULL and the "
+            "rest of each file was ingested (SELECT * FROM file_warning)",
+            fg="yellow",
+            err=True,
+        )
+        for message in summary.warnings[:5]:
+            click.secho(f"  warning: {message}", fg="yellow", err=True)
     for path, error in summary.failures[:20]:
         click.secho(f"  failed: {path}: {error}", fg="red", err=True)
     if len(summary.failures) > 20:

@@ -54,16 +54,24 @@ class DqGroups:
 
 
 # UVIS: 256 full-well and 2048 A/D saturation; bad = 4 detector, 8 occulting mask, 16 hot,
-# 64 warm, 128 bad bias, 512 bad flat, 1024 charge trap (sink); 8192 = rejected as a CR in
-# combination; 1 Reed-Solomon and 2 fill = data lost.  32 (CTE tail) is not counted as bad.
+# 64 warm, 128 bad bias, 512 bad flat, 1024 charge trap (sink); cosmic rays = 4096 (found by
+# the pipeline's AstroDrizzle step and set in MAST's FLT/FLC) and 8192 (rejected in
+# combination); 1 Reed-Solomon and 2 fill = data lost.  32 (CTE tail) is not counted as bad.
 UVIS_DQ = DqGroups(
-    saturated=256 | 2048, bad=4 | 8 | 16 | 64 | 128 | 512 | 1024, cosmic_ray=8192, data_lost=1 | 2
+    saturated=256 | 2048,
+    bad=4 | 8 | 16 | 64 | 128 | 512 | 1024,
+    cosmic_ray=4096 | 8192,
+    data_lost=1 | 2,
 )
-# IR: 2048 is the zero-read signal correction (bright pixels), not saturation; 1024 is a CR
-# spike and 8192 a CR found in the ramp; bad = 4 detector, 8 bad zero read, 16 hot,
-# 32 unstable, 64 warm, 128 bad bias (reference), 512 bad flat.
+# IR: 2048 is the zero-read signal correction (bright pixels), not saturation; cosmic rays =
+# 1024 (CR spike), 4096 (AstroDrizzle, as on UVIS) and 8192 (found in the ramp); bad =
+# 4 detector, 8 bad zero read, 16 hot, 32 unstable, 64 warm, 128 bad bias (reference), 512 bad
+# flat.
 IR_DQ = DqGroups(
-    saturated=256, bad=4 | 8 | 16 | 32 | 64 | 128 | 512, cosmic_ray=1024 | 8192, data_lost=1 | 2
+    saturated=256,
+    bad=4 | 8 | 16 | 32 | 64 | 128 | 512,
+    cosmic_ray=1024 | 4096 | 8192,
+    data_lost=1 | 2,
 )
 DQ_GROUPS: dict[str, DqGroups] = {"UVIS": UVIS_DQ, "IR": IR_DQ}
 _MIN_SKY_PIXELS = 50  # fewer usable pixels than this give no sky statistics

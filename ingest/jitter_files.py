@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 
 from ingest.fits_blocks import FileFormatError, FitsHDU
-from ingest.keywords import KeywordReader, header_to_json
-from ingest.records import FileRecord, HeaderRecord, SampleBlock
+from ingest.keywords import KeywordReader, KeywordWarning, header_to_json
+from ingest.records import JIT_STATISTIC_COLUMNS, FileRecord, HeaderRecord, SampleBlock
+from models.jif_keywords import JIF_KEYWORDS
 from models.tables import JIT_COLUMNS
 
 __all__ = ["JIT_FILL_THRESHOLD", "parse_asn", "parse_jif", "parse_jit"]
@@ -22,10 +23,18 @@ __all__ = ["JIT_FILL_THRESHOLD", "parse_asn", "parse_jif", "parse_jit"]
 JIT_NULL_THRESHOLD = 1e30
 JIT_FILL_THRESHOLD = 1e37
 _ARCSEC_TO_MAS = 1000.0
+# A straight line fitted to less than this much guided time measures the noise of the 3-s
+# averages, not a drift (a 1-s acquisition's rows scatter by ~2 mas: "12 mas/s").
+_MIN_DRIFT_SPAN_S = 10.0
 _FLOAT_FORMATS = ("E", "D")
-_POSITIONAL_COLUMNS = tuple(
-    fits_name for fits_name, _, _, sql_type in JIT_COLUMNS if sql_type in ("float", "double")
-)
+# A row is fill (no guiding data) when the dominant guide star's position or the SI jitter holds
+# 1.6e38. Geometry (LimbAng, TermAng...) and the magnetometer are measured whatever the guiding,
+# and the roll FGS columns are at fill by design when a single guide star is commanded (FINE
+# LOCK/GYRO): none of them says the guide star was lost.
+_POSITIONAL_COLUMNS = (
+    "V2_dom", "V3_dom", "SI_V2_AVG", "SI_V2_RMS", "SI_V2_P2P", "SI_V3_AVG", "SI_V3_RMS",
+    "SI_V3_P2P",
+)  # fmt: skip
 
 
 def _primary_identity(primary: KeywordReader, expected_filetype: str) -> dict[str, Any]:
@@ -52,13 +61,13 @@ def _primary_identity(primary: KeywordReader, expected_filetype: str) -> dict[st
 
 
 def _jitter_extensions(
-    hdus: list[FitsHDU], file_name: str, xtension: str
+    hdus: list[FitsHDU], file_name: str, xtension: str, warnings: list[KeywordWarning]
 ) -> list[tuple[FitsHDU, KeywordReader]]:
     """The 'jit' extensions in order, each checked for type, EXTNAME and EXPNAME."""
     extensions = []
     for hdu in hdus[1:]:
         index = hdu.index
-        reader = KeywordReader(hdu.keywords, file_name, index)
+        reader = KeywordReader(hdu.keywords, file_name, index, warnings)
         extname = reader.optional_str("EXTNAME")
         if extname is None:
             msg = f"{file_name} HDU {index}: no EXTNAME; every jitter extension has EXTNAME='jit'"
@@ -102,81 +111,46 @@ def _headers(hdus: list[FitsHDU], exposure_ids: dict[int, str]) -> list[HeaderRe
     ]
 
 
-def _jif_association(primary: KeywordReader) -> dict[str, Any]:
+def _jif_values(reader: KeywordReader, table: str) -> dict[str, Any]:
+    """Every keyword of the JIF keyword map that lives on ``table``, typed, by column."""
     return {
-        "asn_stat": primary.optional_str("ASN_STAT"),
-        "opus_ver": primary.optional_str("OPUS_VER"),
-        "window_start": primary.optional_time("TSTRTIME"),
-        "window_end": primary.optional_time("TENDTIME"),
-        "guidecmd": primary.optional_str("GUIDECMD"),
-        "gsd_id": primary.optional_str("GSD_ID"),
-        "gsr_id": primary.optional_str("GSR_ID"),
-        "gs_prim": primary.optional_str("GS_PRIM"),
-        "predgsep_arcsec": primary.optional_float("PREDGSEP"),
-        "mgssprms_mas": primary.optional_float("MGSSPRMS"),
-        "tnlosses": primary.optional_int("TNLOSSES"),
-        "tlocklos_s": primary.optional_float("TLOCKLOS"),
-        "tnrecent": primary.optional_int("TNRECENT"),
-        "trecentr_s": primary.optional_float("TRECENTR"),
-        "tv2_rms_mas": primary.optional_float("TV2_RMS"),
-        "tv3_rms_mas": primary.optional_float("TV3_RMS"),
-        "mv2_p2p_mas": primary.optional_float("MV2_P2P"),
-        "mv3_p2p_mas": primary.optional_float("MV3_P2P"),
-        "tra_avg": primary.optional_float("TRA_AVG"),
-        "tdec_avg": primary.optional_float("TDEC_AVG"),
-        "trollavg": primary.optional_float("TROLLAVG"),
-        "t_gdact": primary.optional_bool("T_GDACT"),
-        "t_actgsp": primary.optional_bool("T_ACTGSP"),
-        "t_gsfail": primary.optional_bool("T_GSFAIL"),
-        "t_sgstar": primary.optional_bool("T_SGSTAR"),
-        "t_tlmprb": primary.optional_bool("T_TLMPRB"),
-        "t_notlm": primary.optional_bool("T_NOTLM"),
-        "t_ntmgap": primary.optional_int("T_NTMGAP"),
-        "t_tmgap": primary.optional_float("T_TMGAP"),
-        "t_gsgap": primary.optional_bool("T_GSGAP"),
-        "t_slewng": primary.optional_bool("T_SLEWNG"),
-        "t_tdfdwn": primary.optional_bool("T_TDFDWN"),
+        k.column: reader.value(k.keyword, k.type, k.absent)
+        for k in JIF_KEYWORDS
+        if k.table == table
     }
 
 
-def _jif_exposure(ext: KeywordReader) -> dict[str, Any]:
-    return {
-        "asn_mtyp": ext.optional_str("ASN_MTYP"),
-        "window_start": ext.optional_time("STARTIME"),
-        "window_end": ext.optional_time("ENDTIME"),
-        "aperture": ext.optional_str("APERTURE"),
-        "guideact": ext.optional_str("GUIDEACT"),
-        "gsacq": ext.optional_time("GSACQ"),
-        "gsfail": ext.optional_str("GSFAIL"),
-        # TDF-DOWN is written only when the problem exists: a JIF without it says "not down".
-        "tdf_down": bool(ext.optional_bool("TDF-DOWN")),
-        "actgssep_arcsec": ext.optional_float("ACTGSSEP"),
-        "gsseprms_mas": ext.optional_float("GSSEPRMS"),
-        "nlosses": ext.optional_int("NLOSSES"),
-        "lockloss_s": ext.optional_float("LOCKLOSS"),
-        "nrecent": ext.optional_int("NRECENT"),
-        "recentr_s": ext.optional_float("RECENTR"),
-        "v2_rms_mas": ext.optional_float("V2_RMS"),
-        "v3_rms_mas": ext.optional_float("V3_RMS"),
-        "v2_p2p_mas": ext.optional_float("V2_P2P"),
-        "v3_p2p_mas": ext.optional_float("V3_P2P"),
-        "ra_avg": ext.optional_float("RA_AVG"),
-        "dec_avg": ext.optional_float("DEC_AVG"),
-        "roll_avg": ext.optional_float("ROLL_AVG"),
-    }
+def _warning_rows(
+    warnings: list[KeywordWarning], exposure_ids: dict[int, str]
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "hdu_index": w.hdu_index,
+            "keyword": w.keyword,
+            "raw_value": w.raw_value,
+            "message": w.message,
+            "exposure_id": exposure_ids.get(w.hdu_index),
+        }
+        for w in warnings
+    ]
 
 
 def parse_jif(hdus: list[FitsHDU], file_name: str) -> FileRecord:
-    """A `_jif.fits` (FILETYPE='JIM'): association flags and per-exposure guiding keywords."""
-    primary = KeywordReader(hdus[0].keywords, file_name, 0)
+    """A `_jif.fits` (FILETYPE='JIM'): association flags and per-exposure guiding keywords.
+
+    A keyword value that cannot be read is NULL with a warning row; the file is kept.
+    """
+    warnings: list[KeywordWarning] = []
+    primary = KeywordReader(hdus[0].keywords, file_name, 0, warnings)
     asn = _primary_identity(primary, "JIM")
-    record = FileRecord(kind="jif", associations=[asn | _jif_association(primary)])
+    record = FileRecord(kind="jif", associations=[asn | _jif_values(primary, "association")])
     exposure_ids = {}
-    for hdu, ext in _jitter_extensions(hdus, file_name, "IMAGE"):
-        exposure = _exposure_identity(ext, asn, hdu.index) | _jif_exposure(ext)
+    for hdu, ext in _jitter_extensions(hdus, file_name, "IMAGE", warnings):
+        exposure = _exposure_identity(ext, asn, hdu.index) | _jif_values(ext, "exposure")
         exposure_ids[hdu.index] = exposure["exposure_id"]
         record.exposures.append(exposure)
     record.headers = _headers(hdus, exposure_ids)
+    record.warnings = _warning_rows(warnings, exposure_ids)
     return record
 
 
@@ -212,29 +186,24 @@ def jit_statistics(columns: dict[str, np.ndarray], fill: np.ndarray) -> dict[str
     """Per-exposure jitter statistics over the rows that are not fill (mas, s, fractions)."""
     n_rows = len(fill)
     good = ~fill
+    slewing = columns["slew_flag"] == 1
     stats: dict[str, Any] = {
         "jit_n_samples": n_rows,
         "jit_n_fill": int(fill.sum()),
         "jit_takedata_frac": float(np.mean(columns["take_data"] == 1)) if n_rows else None,
         "jit_duration_s": float(columns["seconds"][-1]) if n_rows else None,
+        "jit_n_slew": int(slewing.sum()),
+        "jit_n_slew_guided": int((slewing & (columns["take_data"] == 1)).sum()),
+        "jit_n_recenter": int((columns["recenter"] == 1).sum()),
     }
+    if not good.any():
+        return dict.fromkeys(JIT_STATISTIC_COLUMNS) | stats
     v2_avg, v3_avg = _mas(columns["si_v2_avg"][good]), _mas(columns["si_v3_avg"][good])
     v2_rms, v3_rms = _mas(columns["si_v2_rms"][good]), _mas(columns["si_v3_rms"][good])
-    if not good.any():
-        return stats | dict.fromkeys(
-            (
-                "si_v2_avg_std_mas",
-                "si_v3_avg_std_mas",
-                "si_v2_rms_median_mas",
-                "si_v3_rms_median_mas",
-                "si_rms_p95_mas",
-                "drift_v2_mas",
-                "drift_v3_mas",
-                "drift_trend_v2_mas",
-                "drift_trend_v3_mas",
-            )
-        )
     seconds = columns["seconds"][good]
+    slopes = (_slope(seconds, v2_avg), _slope(seconds, v3_avg))
+    span = float(np.ptp(seconds))
+    rate = None if None in slopes or span < _MIN_DRIFT_SPAN_S else float(np.hypot(*slopes))
     return stats | {
         "si_v2_avg_std_mas": float(np.std(v2_avg)),
         "si_v3_avg_std_mas": float(np.std(v3_avg)),
@@ -243,21 +212,21 @@ def jit_statistics(columns: dict[str, np.ndarray], fill: np.ndarray) -> dict[str
         "si_rms_p95_mas": float(np.percentile(np.hypot(v2_rms, v3_rms), 95)),
         "drift_v2_mas": float(np.ptp(v2_avg)),
         "drift_v3_mas": float(np.ptp(v3_avg)),
-        "drift_trend_v2_mas": _linear_trend(seconds, v2_avg),
-        "drift_trend_v3_mas": _linear_trend(seconds, v3_avg),
+        "drift_trend_v2_mas": None if slopes[0] is None else abs(slopes[0]) * span,
+        "drift_trend_v3_mas": None if slopes[1] is None else abs(slopes[1]) * span,
+        "drift_rate_mas_s": rate,
     }
 
 
-def _linear_trend(seconds: np.ndarray, values: np.ndarray) -> float | None:
-    """How far a straight-line fit moves over the exposure (slope x duration), in the values' unit.
+def _slope(seconds: np.ndarray, values: np.ndarray) -> float | None:
+    """Slope of a straight line fitted to the values, in their unit per second.
 
     The raw range of the 3-s averages is dominated by noise (49 mas in a nominal real COS
-    exposure); a drift on gyros is a steady trend, which this measures.
+    exposure); a drift on gyros is a steady trend, which the slope measures.
     """
     if len(seconds) < 3 or np.ptp(seconds) == 0:
         return None
-    slope = np.polyfit(seconds, values, 1)[0]
-    return float(abs(slope) * np.ptp(seconds))
+    return float(np.polyfit(seconds, values, 1)[0])
 
 
 def _check_table_formats(hdu: FitsHDU, file_name: str) -> None:
@@ -273,11 +242,12 @@ def _check_table_formats(hdu: FitsHDU, file_name: str) -> None:
 
 def parse_jit(hdus: list[FitsHDU], file_name: str) -> FileRecord:
     """A `_jit.fits` (FILETYPE='JTB'): every 3-s sample of every exposure, and its statistics."""
-    primary = KeywordReader(hdus[0].keywords, file_name, 0)
+    warnings: list[KeywordWarning] = []
+    primary = KeywordReader(hdus[0].keywords, file_name, 0, warnings)
     asn = _primary_identity(primary, "JTB")
     record = FileRecord(kind="jit", associations=[asn])
     exposure_ids = {}
-    for hdu, ext in _jitter_extensions(hdus, file_name, "BINTABLE"):
+    for hdu, ext in _jitter_extensions(hdus, file_name, "BINTABLE", warnings):
         _check_table_formats(hdu, file_name)
         exposure = _exposure_identity(ext, asn, hdu.index)
         columns = _table_columns(hdu)
@@ -286,12 +256,15 @@ def parse_jit(hdus: list[FitsHDU], file_name: str) -> FileRecord:
         record.exposures.append(exposure)
         record.samples.append(SampleBlock(exposure["exposure_id"], columns))
     record.headers = _headers(hdus, exposure_ids)
+    record.warnings = _warning_rows(warnings, exposure_ids)
     return record
 
 
 def parse_asn(hdus: list[FitsHDU], file_name: str) -> FileRecord:
-    """An `_asn.fits` table: names the 9-char science rootname of each member exposure."""
-    primary = KeywordReader(hdus[0].keywords, file_name, 0)
+    """An `_asn.fits` table: the 9-char science rootname of each member exposure, and whether
+    its data are present (MEMPRSNT)."""
+    warnings: list[KeywordWarning] = []
+    primary = KeywordReader(hdus[0].keywords, file_name, 0, warnings)
     filetype = primary.required_str("FILETYPE")
     if filetype != "ASN_TABLE":
         msg = f"{file_name} HDU 0: FILETYPE = {filetype!r}, expected 'ASN_TABLE'"
@@ -311,11 +284,12 @@ def parse_asn(hdus: list[FitsHDU], file_name: str) -> FileRecord:
         association["targname"] = primary.optional_str("TARGNAME")
     record = FileRecord(kind="asn", associations=[association])
     exposure_ids = {}
+    present = table.get("MEMPRSNT", [None] * len(table["MEMNAME"]))
     members = [
-        (str(name).strip().lower(), str(memtype).strip())
-        for name, memtype in zip(table["MEMNAME"], table["MEMTYPE"], strict=True)
+        (str(name).strip().lower(), str(memtype).strip(), None if flag is None else bool(flag))
+        for name, memtype, flag in zip(table["MEMNAME"], table["MEMTYPE"], present, strict=True)
     ]
-    for member_index, (memname, _) in enumerate(
+    for member_index, (memname, _, memprsnt) in enumerate(
         (m for m in members if m[1].startswith("EXP")), start=1
     ):
         exposure_ids[member_index] = memname[:8]
@@ -325,8 +299,10 @@ def parse_asn(hdus: list[FitsHDU], file_name: str) -> FileRecord:
                 "rootname": memname,
                 "asn_id": asn_id,
                 "asn_member_index": member_index,
+                "asn_memprsnt": memprsnt,
                 "proposid": proposid,
             }
         )
     record.headers = _headers(hdus, {})
+    record.warnings = _warning_rows(warnings, {})
     return record

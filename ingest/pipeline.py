@@ -59,6 +59,7 @@ class IngestSummary:
     exposures: int = 0
     samples: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # keyword values that could not be read
 
     @property
     def failed(self) -> int:
@@ -70,6 +71,7 @@ class IngestSummary:
             **{f"files_{status}": n for status, n in sorted(self.counts.items())},
             "exposures_written": self.exposures,
             "samples_written": self.samples,
+            "keyword_warnings": len(self.warnings),
         }
 
 
@@ -221,6 +223,7 @@ class _Batcher:
             if outcome.record:
                 self.summary.exposures += len(outcome.record.exposures)
                 self.summary.samples += outcome.record.n_samples
+                self.summary.warnings += [w["message"] for w in outcome.record.warnings]
             if outcome.status == "failed":
                 self.summary.failures.append((outcome.path, outcome.error or ""))
         self.pending, self.pending_samples = [], 0

@@ -150,14 +150,21 @@ def nominal_fwhm_confirmed(
 # lost (2) and Reed-Solomon errors (1).  IR 2048 flags the zero-read signal correction of bright
 # pixels, so it is not a reason to reject an IR star.
 DQ_PSF_REJECT: dict[str, int] = {"UVIS": 1 | 2 | 4 | 256 | 2048, "IR": 1 | 2 | 4 | 256}
-# Pixels left out of a fit (hot, warm, bad flat, cosmic ray...) but tolerated outside the core.
+# Pixels left out of a fit (hot, warm, bad flat, cosmic rays: 4096 found by AstroDrizzle, 8192
+# rejected in combination, IR 1024) but tolerated outside the core.
 _DQ_PSF_EXCLUDE: dict[str, int] = {
-    "UVIS": 8 | 16 | 64 | 128 | 512 | 1024 | 8192,
-    "IR": 8 | 16 | 32 | 64 | 512 | 1024 | 8192,
+    "UVIS": 8 | 16 | 64 | 128 | 512 | 1024 | 4096 | 8192,
+    "IR": 8 | 16 | 32 | 64 | 512 | 1024 | 4096 | 8192,
 }
+# Cosmic-ray hits the pipeline flagged are not sources: set to the sky before detection, so a
+# hit beside a star neither becomes a peak nor makes the star look crowded.
+_DQ_COSMIC_RAY = 4096
 MIN_IMAGE_SIDE_PIX = 32  # below this an image cannot hold an isolated star and its surroundings
 _MAX_SKY_SAMPLE = 250_000  # pixels: enough for a sky median good to <1% of sigma
-_DAO_SHARPNESS = (0.2, 0.9)  # CR hits are sharper than 0.9; trailed stars stay above 0.4
+# DAOFIND sharpness of star-like sources. CR hits are sharper than 0.9 in UVIS; an undersampled
+# IR star (optical FWHM ~1 px) reaches 0.93, so IR keeps up to 0.95 (the pipeline has rejected
+# most IR CRs up the ramp). Trailed stars stay above 0.4.
+_DAO_SHARPNESS = {"UVIS": (0.2, 0.9), "IR": (0.2, 0.95)}
 _RECENTER_MAX_PIX = 2.0  # as the seed RadialProfile: a larger recentring shift is refused
 _DEFAULT_FWHM_GUESS = {"UVIS": 2.0, "IR": 1.3}  # pixels: fitted FWHMs come out above the tables
 _MIN_FWHM_PIX = 0.7  # narrower fits are cosmic rays or hot pixels, even for the IR PSF
@@ -375,7 +382,7 @@ def detect_sources(
     detector: str = "UVIS",
     fwhm_pix: float | None = None,
     nsigma: float = 5.0,
-    sharpness_range: tuple[float, float] = _DAO_SHARPNESS,
+    sharpness_range: tuple[float, float] | None = None,
 ) -> SourceList:
     """Find sources at `nsigma` and keep the star-like ones (photutils DAOStarFinder).
 
@@ -390,19 +397,21 @@ def detect_sources(
     sci : 2-D array
         Science image (a memmap slice is fine: it is read, never written).
     dq : 2-D int array, optional
-        DQ array; NaN, dead, lost and hot pixels are set to the sky before detection.
+        DQ array; NaN, dead, lost and hot pixels and pipeline-flagged cosmic rays (4096) are
+        set to the sky before detection.
     detector : {'UVIS', 'IR'}
         Selects the DQ bit groups and the default FWHM.
     fwhm_pix : float, optional
         Expected FWHM on the pixels, in pixels (default 2.0 for UVIS, 1.3 for IR).
     nsigma : float
         Detection threshold in units of the matched-filter noise.
-    sharpness_range : (float, float)
-        DAOFIND sharpness accepted as star-like.
+    sharpness_range : (float, float), optional
+        DAOFIND sharpness accepted as star-like (default per detector: UVIS 0.2-0.9, IR
+        0.2-0.95, where an undersampled star is sharper).
     """
     key = _detector_key(detector)
     fwhm = fwhm_pix or _DEFAULT_FWHM_GUESS[key]
-    bad = bad_pixel_mask(sci, dq, (DQ_PSF_REJECT[key] & ~(256 | 2048)) | 16)
+    bad = bad_pixel_mask(sci, dq, (DQ_PSF_REJECT[key] & ~(256 | 2048)) | 16 | _DQ_COSMIC_RAY)
     sky, sky_sigma, n_used = sky_statistics(sci, bad)
     if (reason := too_small_reason(sci.shape, "find stars")) or n_used == 0:
         return _empty_sources(sky, sky_sigma, nsigma, fwhm, reason or "no usable pixel")
@@ -417,7 +426,8 @@ def detect_sources(
     del smooth
     if ix.size == 0:
         return _empty_sources(sky, sky_sigma, nsigma, fwhm, f"no source above {nsigma:g} sigma")
-    index, found = _daofind(sci, sky, sky_sigma, ix, iy, nsigma, fwhm, sharpness_range)
+    sharpness = sharpness_range or _DAO_SHARPNESS[key]
+    index, found = _daofind(sci, sky, sky_sigma, ix, iy, nsigma, fwhm, sharpness)
     if index.size == 0:
         reason = f"no star-like source above {nsigma:g} sigma"
         return replace(

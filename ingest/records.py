@@ -7,7 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from models.jif_keywords import jif_columns
+
 __all__ = [
+    "JIT_STATISTIC_COLUMNS",
     "OWNED_COLUMNS",
     "RANKED_COLUMNS",
     "SCIENCE_KINDS",
@@ -59,6 +62,9 @@ class FileRecord:
     image_metrics: list[dict[str, Any]] = field(default_factory=list)
     psf: list[dict[str, Any]] = field(default_factory=list)
     previews: list[dict[str, Any]] = field(default_factory=list)
+    # Keyword values that could not be read: rows of file_warning (hdu_index, keyword, raw_value,
+    # message, exposure_id); their columns are NULL and the rest of the file is kept.
+    warnings: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def n_samples(self) -> int:
@@ -79,88 +85,34 @@ class FileOutcome:
     record: FileRecord | None = None
 
 
+# Per-exposure statistics computed from a JIT table (ingest.jitter_files.jit_statistics).
+JIT_STATISTIC_COLUMNS: tuple[str, ...] = (
+    "jit_n_samples",
+    "jit_n_fill",
+    "jit_takedata_frac",
+    "jit_duration_s",
+    "si_v2_avg_std_mas",
+    "si_v3_avg_std_mas",
+    "si_v2_rms_median_mas",
+    "si_v3_rms_median_mas",
+    "si_rms_p95_mas",
+    "drift_v2_mas",
+    "drift_v3_mas",
+    "drift_trend_v2_mas",
+    "drift_trend_v3_mas",
+    "drift_rate_mas_s",
+    "jit_n_slew",
+    "jit_n_slew_guided",
+    "jit_n_recenter",
+)
+
 # Columns each jitter file fills and therefore owns (tracked by jif_file_id / jit_file_id): when
 # the file changes or goes bad they are cleared before its new values land, so a re-ingest leaves
 # no stale value behind. Identity columns several kinds of file agree on (proposid, config,
-# asn_id...) are not listed.
+# asn_id...) are not listed. A JIF owns exactly the columns of the JIF keyword map.
 OWNED_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
-    "jif": {
-        "association": (
-            "asn_stat",
-            "opus_ver",
-            "window_start",
-            "window_end",
-            "guidecmd",
-            "gsd_id",
-            "gsr_id",
-            "gs_prim",
-            "predgsep_arcsec",
-            "mgssprms_mas",
-            "tnlosses",
-            "tlocklos_s",
-            "tnrecent",
-            "trecentr_s",
-            "tv2_rms_mas",
-            "tv3_rms_mas",
-            "mv2_p2p_mas",
-            "mv3_p2p_mas",
-            "tra_avg",
-            "tdec_avg",
-            "trollavg",
-            "t_gdact",
-            "t_actgsp",
-            "t_gsfail",
-            "t_sgstar",
-            "t_tlmprb",
-            "t_notlm",
-            "t_ntmgap",
-            "t_tmgap",
-            "t_gsgap",
-            "t_slewng",
-            "t_tdfdwn",
-        ),
-        "exposure": (
-            "asn_mtyp",
-            "window_start",
-            "window_end",
-            "aperture",
-            "guideact",
-            "gsacq",
-            "gsfail",
-            "tdf_down",
-            "actgssep_arcsec",
-            "gsseprms_mas",
-            "nlosses",
-            "lockloss_s",
-            "nrecent",
-            "recentr_s",
-            "v2_rms_mas",
-            "v3_rms_mas",
-            "v2_p2p_mas",
-            "v3_p2p_mas",
-            "ra_avg",
-            "dec_avg",
-            "roll_avg",
-        ),
-    },
-    "jit": {
-        "association": (),
-        "exposure": (
-            "jit_n_samples",
-            "jit_n_fill",
-            "jit_takedata_frac",
-            "jit_duration_s",
-            "si_v2_avg_std_mas",
-            "si_v3_avg_std_mas",
-            "si_v2_rms_median_mas",
-            "si_v3_rms_median_mas",
-            "si_rms_p95_mas",
-            "drift_v2_mas",
-            "drift_v3_mas",
-            "drift_trend_v2_mas",
-            "drift_trend_v3_mas",
-        ),
-    },
+    "jif": {"association": jif_columns("association"), "exposure": jif_columns("exposure")},
+    "jit": {"association": (), "exposure": JIT_STATISTIC_COLUMNS},
 }
 
 SCIENCE_KINDS: tuple[str, ...] = ("flc", "flt", "ima")

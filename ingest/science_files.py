@@ -18,7 +18,7 @@ from astropy.time import Time
 
 from ingest.fits_blocks import FileFormatError
 from ingest.image_metrics import ChipMetrics, ima_read_metrics, measure_chip, preview_png
-from ingest.keywords import KeywordReader, header_to_json
+from ingest.keywords import KeywordReader, KeywordWarning, header_to_json
 from ingest.psf import PsfSummary, nominal_fwhm_pix
 from ingest.psf_profiles import fwhm_after_pixelation
 from ingest.records import SCIENCE_RANK, FileRecord, HeaderRecord
@@ -48,7 +48,7 @@ def _flag(text: str | None) -> str | None:
 
 
 def _header_columns(primary: KeywordReader, kind: str) -> dict[str, Any]:
-    """The exposure's science keywords, as the issue's columns."""
+    """The exposure's science keywords, as exposure columns."""
     rootname = primary.required_str("ROOTNAME").lower()
     detector = primary.required_str("DETECTOR").upper()
     asn_id = (primary.optional_str("ASN_ID") or "").lower()
@@ -74,8 +74,13 @@ def _header_columns(primary: KeywordReader, kind: str) -> dict[str, Any]:
         "fgslock": _flag(primary.optional_str("FGSLOCK")),
         "gyromode": primary.optional_str("GYROMODE"),
         "quality": primary.optional_str("QUALITY"),
+        "imagetyp": _flag(primary.optional_str("IMAGETYP")),
+        "obsmode": _flag(primary.optional_str("OBSMODE")),
+        "exptype": _flag(primary.optional_str("EXPTYPE")),
         "scan_typ": _flag(primary.optional_str("SCAN_TYP")),
-        "mtflag": primary.optional_str("MTFLAG"),
+        "mtflag": primary.optional_flag("MTFLAG"),
+        "postarg1_arcsec": primary.optional_float("POSTARG1"),
+        "postarg2_arcsec": primary.optional_float("POSTARG2"),
         "date_delivered": _delivery_date(primary),
         "cal_ver": primary.optional_str("CAL_VER"),
         "photplam_angstrom": primary.optional_float("PHOTPLAM"),
@@ -209,8 +214,9 @@ def _measure_ima(hdul: fits.HDUList, record: FileRecord, columns: dict[str, Any]
 def parse_science_file(path: Path, kind: str) -> FileRecord:
     """An FLT, FLC or IMA: science columns, per-chip (per-read) metrics, PSF and previews."""
     name = path.name
+    warnings: list[KeywordWarning] = []
     with fits.open(path, memmap=True, lazy_load_hdus=False) as hdul:
-        primary = KeywordReader(hdul[0].header, name, 0)
+        primary = KeywordReader(hdul[0].header, name, 0, warnings)
         filetype = primary.required_str("FILETYPE")
         if filetype != "SCI":
             msg = f"{name} HDU 0: FILETYPE = {filetype!r}, expected 'SCI' for a {kind} file"
@@ -218,7 +224,7 @@ def parse_science_file(path: Path, kind: str) -> FileRecord:
         columns = _header_columns(primary, kind)
         if columns["photplam_angstrom"] is None and _imsets(hdul):
             # UVIS files carry PHOTPLAM per chip, IR files in the primary header.
-            chip = KeywordReader(hdul["SCI", _imsets(hdul)[0]].header, name, 1)
+            chip = KeywordReader(hdul["SCI", _imsets(hdul)[0]].header, name, 1, warnings)
             columns["photplam_angstrom"] = chip.optional_float("PHOTPLAM")
         record = FileRecord(kind=kind)
         if kind == "ima":
@@ -240,4 +246,9 @@ def parse_science_file(path: Path, kind: str) -> FileRecord:
             )
             for index, hdu in enumerate(hdul)
         ]
+    record.warnings = [
+        {"hdu_index": w.hdu_index, "keyword": w.keyword, "raw_value": w.raw_value,
+         "message": w.message, "exposure_id": columns["exposure_id"]}
+        for w in warnings
+    ]  # fmt: skip
     return record

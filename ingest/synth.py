@@ -40,6 +40,13 @@ class SyntheticExposure:
     member_index: int  # 1-based extension number in its jitter files
     n_samples: int  # JIT rows
     n_fill: int  # JIT rows holding 1.6e38 fill
+    # What a science file of this exposure must agree with (its jitter files say so too):
+    window_start_mjd: float  # STARTIME as an MJD (UTC)
+    window_s: int  # observation window length, s
+    guideact: str  # GUIDEACT: the guiding obtained
+    proctime_mjd: float  # PROCTIME of the jitter files as an MJD (UTC)
+    ra_targ: float  # the program's target, deg
+    dec_targ: float
 
 
 # --- constants of the format -------------------------------------------------------------
@@ -52,6 +59,7 @@ _IMG = 64
 _SAMPLES_PER_S = 15.0  # jitter-image counts per second, as in the real ldfd01010 images
 _ORBIT_S = 5730.0  # HST orbital period
 _EPOCH = datetime(2019, 1, 1)
+_EPOCH_MJD = 58484.0  # 2019-01-01 as a Modified Julian Date
 _SPAN_S = (datetime(2026, 12, 31) - _EPOCH).total_seconds()
 _IEPP = "iepp01010"
 
@@ -762,8 +770,8 @@ def _set_context(s: _Set, rng: np.random.Generator) -> dict[str, Any]:
     gsd, gsr = _offset_star(prog.ra, prog.dec, rng), _offset_star(prog.ra, prog.dec, rng)
     aperture, v2, v3 = _APERTURES[s.config][int(rng.integers(len(_APERTURES[s.config])))]
     end = max(e.start_s + e.window_s for e in s.members)
-    proc = end + rng.uniform(0.3, 3.0) * 86400
-    proc_dt = _EPOCH + timedelta(seconds=int(proc))
+    proc = int(end + rng.uniform(0.3, 3.0) * 86400)
+    proc_dt = _EPOCH + timedelta(seconds=proc)
     letter = "ab"[int(rng.integers(2))]
     return {
         "GSD_ID": _guide_star_id(rng), "GSD_RA": gsd[0], "GSD_DEC": gsd[1],
@@ -772,7 +780,7 @@ def _set_context(s: _Set, rng: np.random.Generator) -> dict[str, Any]:
         "GSR_MAG": rng.uniform(10.0, 14.5), "GSR_FGS": rol,
         "PREDGSEP": _separation_arcsec(*gsd, *gsr),
         "APERTURE": aperture, "APER_V2": v2, "APER_V3": v3,
-        "PROCTIME": _hst_time(proc), "DATE": proc_dt.strftime("%Y-%m-%d"),
+        "PROCTIME": _hst_time(proc), "proc_s": proc, "DATE": proc_dt.strftime("%Y-%m-%d"),
         "OPUS_VER": f"HSTDP {proc_dt.year}_{(proc_dt.month - 1) // 3 + 1}{letter}",
         "fgs_dom": _fgs_position(dom, rng), "fgs_roll": _fgs_position(rol, rng),
         "geo": _geometry_params(rng), "gssep_bias": rng.uniform(0.05, 0.3),
@@ -1183,11 +1191,17 @@ def _write_set(s: _Set, out_dir: Path, compress: bool,
     _write_file(folder / f"{s.asn_id}_jit.fits", _jit_bytes(s, primary, sims, ctx), compress)
     if not s.lone:
         _write_file(folder / f"{s.asn_id}_asn.fits", _asn_bytes(s, ctx), compress)
-    return [_truth(s, i, sim) for i, sim in enumerate(sims)]
+    return [_truth(s, i, sim, ctx) for i, sim in enumerate(sims)]
 
 
-def _truth(s: _Set, idx: int, sim: _Simulated) -> SyntheticExposure:
-    exposure_id = f"i{s.program.code}{s.visit}{s.members[idx].obs}"
+def _mjd(seconds: float) -> float:
+    """Seconds after 2019-01-01 as an MJD, to the second."""
+    return round(_EPOCH_MJD + seconds / 86400.0, 8)
+
+
+def _truth(s: _Set, idx: int, sim: _Simulated, ctx: dict[str, Any]) -> SyntheticExposure:
+    member = s.members[idx]
+    exposure_id = f"i{s.program.code}{s.visit}{member.obs}"
     return SyntheticExposure(
         exposure_id=exposure_id,
         asn_id=s.asn_id,
@@ -1195,17 +1209,24 @@ def _truth(s: _Set, idx: int, sim: _Simulated) -> SyntheticExposure:
         rootname=None if s.lone else exposure_id + "q",
         proposid=s.program.proposid,
         config=s.config,
-        mode=s.members[idx].mode,
+        mode=member.mode,
         member_index=idx + 1,
         n_samples=int(sim.table.size),
         n_fill=sim.n_fill,
+        window_start_mjd=_mjd(member.start_s),
+        window_s=member.window_s,
+        guideact=sim.header["GUIDEACT"],
+        proctime_mjd=_mjd(ctx["proc_s"]),
+        ra_targ=s.program.ra,
+        dec_targ=s.program.dec,
     )
 
 
 # --- public API --------------------------------------------------------------------------
 
 _TRUTH_FIELDS = tuple(f.name for f in fields(SyntheticExposure))
-_INT_FIELDS = ("proposid", "member_index", "n_samples", "n_fill")
+_INT_FIELDS = ("proposid", "member_index", "n_samples", "n_fill", "window_s")
+_FLOAT_FIELDS = ("window_start_mjd", "proctime_mjd", "ra_targ", "dec_targ")
 
 
 def write_archive(
@@ -1248,6 +1269,8 @@ def read_truth(out_dir: Path) -> list[SyntheticExposure]:
         values: dict[str, Any] = dict(row)
         for key in _INT_FIELDS:
             values[key] = int(values[key])
+        for key in _FLOAT_FIELDS:
+            values[key] = float(values[key])
         values["rootname"] = values["rootname"] or None
         result.append(SyntheticExposure(**values))
     return result

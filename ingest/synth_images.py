@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 from astropy.io import fits
+from astropy.time import Time
 from numpy.typing import NDArray
 from scipy.signal import oaconvolve
 
@@ -734,6 +735,36 @@ class SyntheticImage:
     trail_pix: float  # injected trail length, in pixels (0 = round stars)
 
 
+# The science header's FGSLOCK for each guiding mode the jitter files report (GUIDEACT).
+_FGSLOCK = {"FINE LOCK": "FINE", "FINE LOCK/GYRO": "FINE/GYRO", "GYRO": "GYROS"}
+_EXPOSURE_START_S = 20.0  # the shutter opens this long after the observation window starts
+
+
+def _exposure_time(exposure: Any) -> float:
+    """At most 350 s, and within the exposure's observation window."""
+    return float(min(350.0, max(1.0, 0.8 * exposure.window_s - _EXPOSURE_START_S)))
+
+
+def _agreeing_keywords(exposure: Any, exptime: float) -> dict[str, Any]:
+    """Science-header keywords that agree with the exposure's jitter files, as real files do:
+    EXPSTART and EXPEND inside its observation window, FGSLOCK the guiding obtained, PROCTIME
+    that of its logs, the program's target."""
+    start = exposure.window_start_mjd + _EXPOSURE_START_S / 86400.0
+    moment = Time(start, format="mjd", scale="utc").to_datetime()
+    return {
+        "PROPOSID": exposure.proposid,
+        "ASN_ID": exposure.asn_id.upper(),
+        "EXPSTART": start,
+        "EXPEND": start + exptime / 86400.0,
+        "DATE-OBS": moment.strftime("%Y-%m-%d"),
+        "TIME-OBS": moment.strftime("%H:%M:%S"),
+        "FGSLOCK": _FGSLOCK.get(exposure.guideact, "UNKNOWN"),
+        "PROCTIME": exposure.proctime_mjd,
+        "RA_TARG": exposure.ra_targ,
+        "DEC_TARG": exposure.dec_targ,
+    }
+
+
 def _image_order(exposures: Sequence[Any]) -> list[Any]:
     """The IEPP01010 visit first (the seed notebook's example), then the rest in archive order."""
     members = [e for e in exposures if e.rootname]
@@ -753,17 +784,19 @@ def write_archive_images(
     for index, exposure in enumerate(_image_order(exposures)[:n_images]):
         folder = out_dir / str(exposure.proposid) / exposure.asn_id
         trail = _TRAIL_PIX.get(exposure.mode, 0.0)
-        overrides = {"PROPOSID": exposure.proposid, "ASN_ID": exposure.asn_id.upper()}
+        exptime = _exposure_time(exposure)
+        overrides = _agreeing_keywords(exposure, exptime)
         if exposure.config.endswith("UVIS"):
             path = folder / f"{exposure.rootname}_flc.fits"
             write_uvis_flc(path, rootname=exposure.rootname, chip_shape=(256, 256), n_stars=40,
-                           fwhm_pix=_UVIS_FWHM_PIX, seed=seed + index, header_overrides=overrides,
-                           trail_pix=trail, trail_angle_deg=35.0)  # fmt: skip
+                           fwhm_pix=_UVIS_FWHM_PIX, seed=seed + index, exptime=exptime,
+                           header_overrides=overrides, trail_pix=trail,
+                           trail_angle_deg=35.0)  # fmt: skip
             kind, fwhm = "flc", _UVIS_FWHM_PIX
         else:
             path = folder / f"{exposure.rootname}_flt.fits"
             write_ir_flt(path, rootname=exposure.rootname, size=256, n_stars=40,
-                         fwhm_pix=_IR_FWHM_PIX, seed=seed + index,
+                         fwhm_pix=_IR_FWHM_PIX, seed=seed + index, exptime=exptime,
                          header_overrides=overrides)  # fmt: skip
             kind, fwhm, trail = "flt", _IR_FWHM_PIX, 0.0
         written.append(SyntheticImage(exposure.exposure_id, str(path), kind, fwhm, trail))

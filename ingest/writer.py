@@ -40,6 +40,7 @@ from models.tables import (
     JIT_COLUMNS,
     Association,
     Exposure,
+    FileWarning,
     FitsHeader,
     ImageMetric,
     ImagePreview,
@@ -65,6 +66,8 @@ _FILE_ID_COLUMN = {
     "ima": "sci_file_id",
 }
 _WRITE_ORDER = ("asn", "jit", "jif", *SCIENCE_KINDS)
+# Set when a row is first inserted and never updated: when the store first knew the exposure.
+_FIRST_SEEN = "first_ingested_at"
 
 
 def load_stored_files(connection: Connection) -> dict[str, StoredFile]:
@@ -119,7 +122,7 @@ def _upsert(
                 else func.coalesce(excluded[column], table.c[column])
             )
             for column in columns
-            if column != key
+            if column not in (key, _FIRST_SEEN)
         }
         connection.execute(
             statement.on_conflict_do_update(index_elements=[key], set_=updates), group
@@ -238,7 +241,7 @@ def _release(connection: Connection, files: list[tuple[str, int]], now: datetime
     if not files:
         return
     all_ids = [file_id for _, file_id in files]
-    for model in (FitsHeader, ImageMetric, PsfMeasurement, ImagePreview):
+    for model in (FitsHeader, FileWarning, ImageMetric, PsfMeasurement, ImagePreview):
         connection.execute(delete(model).where(model.file_id.in_(all_ids)))
     for kind, id_column in _FILE_ID_COLUMN.items():
         ids = [file_id for file_kind, file_id in files if file_kind == kind]
@@ -346,6 +349,7 @@ class StoreWriter:
     ) -> None:
         stamp = {"updated_at": now}
         associations: list[tuple[str, dict[str, Any]]] = []
+        warnings: list[dict[str, Any]] = []
         exposures: list[tuple[str, dict[str, Any]]] = []
         samples: dict[str, SampleBlock] = {}
         headers: list[dict[str, Any]] = []
@@ -361,7 +365,10 @@ class StoreWriter:
             id_column = _FILE_ID_COLUMN.get(record.kind)
             extra = {id_column: file_id} if id_column else {}
             associations += [(record.kind, row | extra) for row in record.associations]
-            exposures += [(record.kind, row | extra | stamp) for row in record.exposures]
+            exposures += [
+                (record.kind, row | extra | stamp | {_FIRST_SEEN: now}) for row in record.exposures
+            ]
+            warnings += [row | {"file_id": file_id} for row in record.warnings]
             samples.update((block.exposure_id, block) for block in record.samples)
             for model, rows in ((ImageMetric, record.image_metrics), (PsfMeasurement, record.psf),
                                 (ImagePreview, record.previews)):  # fmt: skip
@@ -400,3 +407,7 @@ class StoreWriter:
             _insert_samples(connection, list(samples.values()))
         if headers:
             connection.execute(FitsHeader.__table__.insert(), headers)
+        if warnings:
+            # One row per (file, HDU, keyword): a header repeating a keyword warns once.
+            unique = {(w["file_id"], w["hdu_index"], w["keyword"]): w for w in warnings}
+            connection.execute(FileWarning.__table__.insert(), list(unique.values()))

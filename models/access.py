@@ -408,7 +408,8 @@ def _named(column: str) -> str:
 
 
 _OWN_PROGRAM = "(proposid IS NULL OR proposid NOT IN ({programs}))"
-# table -> which rows a viewer sees: the same rule as PostgreSQL's policies (migration 0008).
+# table -> which rows a viewer sees: the same rule as PostgreSQL's policies (migrations 0008,
+# 0009). Every table that holds a program's data is here; the others hold none.
 SCOPED_TABLES: dict[str, str] = {
     "association": f"{_OWN_PROGRAM} AND {_named('asn_id')}",
     "exposure": f"{_OWN_PROGRAM} AND {_named('exposure_id')}",
@@ -418,10 +419,14 @@ SCOPED_TABLES: dict[str, str] = {
     "image_metric": _named("exposure_id"),
     "psf_measurement": _named("exposure_id"),
     "image_preview": _named("exposure_id"),
-    "verdict": _named("coalesce(exposure_id, asn_id)"),
+    "verdict": _named("coalesce(exposure_id, visit_id, asn_id)"),
     "source_file": _FILE_VISIBLE,
     "fits_header": f"(exposure_id IS NULL OR {_named('exposure_id')})"
     f" AND file_id IN (SELECT file_id FROM main.source_file WHERE {_FILE_VISIBLE})",
+    "file_warning": f"(exposure_id IS NULL OR {_named('exposure_id')})"
+    f" AND file_id IN (SELECT file_id FROM main.source_file WHERE {_FILE_VISIBLE})",
+    "download_failure": f"CAST(proposal_id AS INTEGER) NOT IN ({{programs}})"
+    f" AND {_named('obs_id')}",
     "program_access": "{names_viewer}",
 }
 

@@ -39,6 +39,7 @@ __all__ = [
     "Base",
     "DownloadFailure",
     "Exposure",
+    "FileWarning",
     "FitsHeader",
     "Flag",
     "ImageMetric",
@@ -147,6 +148,35 @@ class SourceFile(Base):
     ingested_at: Mapped[datetime | None] = _time("UTC time this row was last written")
 
 
+class FileWarning(Base):
+    """A keyword value a parser could not read: it is NULL in its column, the file is kept."""
+
+    __tablename__ = "file_warning"
+    __table_args__ = (
+        Index("ix_file_warning_exposure_id", "exposure_id"),
+        {"comment": "Keyword values that could not be read; the rest of each file was ingested."},
+    )
+
+    file_id: Mapped[int] = mapped_column(
+        ForeignKey("source_file.file_id", ondelete="CASCADE"),
+        primary_key=True,
+        comment="the file that holds the value",
+    )
+    hdu_index: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, comment="0 = primary HDU"
+    )
+    keyword: Mapped[str] = mapped_column(String(16), primary_key=True, comment="FITS keyword")
+    exposure_id: Mapped[str | None] = mapped_column(
+        String(8), nullable=True, comment="the exposure the HDU describes (NULL: the whole file)"
+    )
+    raw_value: Mapped[str | None] = mapped_column(
+        Text, nullable=True, comment="the value as the file wrote it"
+    )
+    message: Mapped[str] = mapped_column(
+        Text, comment="file, HDU, keyword and what was expected, in a sentence"
+    )
+
+
 class Association(Base):
     """One jitter file set (``<asn_id>_jif/_jit.fits``): the association-level guiding summary."""
 
@@ -236,6 +266,9 @@ class Exposure(Base):
         String(9), nullable=True, comment="the jitter file set (association) it belongs to"
     )
     asn_member_index: Mapped[int | None] = _int("1-based extension number in its jitter files")
+    asn_memprsnt: Mapped[bool | None] = _bool(
+        "MEMPRSNT of the association table: F = the member's data are not present"
+    )
     asn_mtyp: Mapped[str | None] = _text("ASN_MTYP: member role (EXP-FP, EXP-DTH...)", 16)
     proposid: Mapped[int | None] = _int("program (proposal) id")
     config: Mapped[str | None] = _text("instrument configuration, e.g. WFC3/UVIS")
@@ -282,6 +315,15 @@ class Exposure(Base):
     drift_trend_v3_mas: Mapped[float | None] = _float(
         "|slope| x duration of a line fitted to SI_V3_AVG over good rows: steady drift, mas"
     )
+    drift_rate_mas_s: Mapped[float | None] = _float(
+        "combined V2/V3 drift rate: hypot of the slopes of lines fitted to SI_V2_AVG and "
+        "SI_V3_AVG over good rows, mas/s"
+    )
+    jit_n_slew: Mapped[int | None] = _int("JIT rows with SlewFlag=1 (slewing)")
+    jit_n_slew_guided: Mapped[int | None] = _int(
+        "JIT rows with SlewFlag=1 and TakeData=1: slewing while data were taken"
+    )
+    jit_n_recenter: Mapped[int | None] = _int("JIT rows with Recenter=1 (recentering)")
     proctime: Mapped[datetime | None] = _time(
         "PROCTIME of the jitter extension: when the observation was processed, UTC"
     )
@@ -300,8 +342,15 @@ class Exposure(Base):
     fgslock: Mapped[str | None] = _text("FGSLOCK: FINE, COARSE, GYROS or UNKNOWN", 16)
     gyromode: Mapped[str | None] = _text("GYROMODE: T = 3 gyros + OBAD", 8)
     quality: Mapped[str | None] = _text("QUALITY: data quality comment from the pipeline", 80)
+    imagetyp: Mapped[str | None] = _text("IMAGETYP: EXT for external targets, else BIAS, DARK...")
+    obsmode: Mapped[str | None] = _text(
+        "OBSMODE: ACCUM, MULTIACCUM; ACQ... for COS/STIS acquisitions"
+    )
+    exptype: Mapped[str | None] = _text("EXPTYPE (COS): ACQ/SEARCH... for acquisitions")
     scan_typ: Mapped[str | None] = _text("SCAN_TYP: C or D = spatial scan, N = none", 4)
-    mtflag: Mapped[str | None] = _text("MTFLAG: T for a moving target", 4)
+    mtflag: Mapped[bool | None] = _bool("MTFLAG: T for a moving target")
+    postarg1_arcsec: Mapped[float | None] = _float("POSTARG1: POS TARG offset, axis 1, arcsec")
+    postarg2_arcsec: Mapped[float | None] = _float("POSTARG2: POS TARG offset, axis 2, arcsec")
     date_delivered: Mapped[date | None] = mapped_column(
         Date,
         nullable=True,
@@ -340,6 +389,9 @@ class Exposure(Base):
     )
     updated_at: Mapped[datetime | None] = _time(
         "UTC time an ingest last changed this row; analysis re-runs on rows newer than it saw"
+    )
+    first_ingested_at: Mapped[datetime | None] = _time(
+        "UTC time an ingest first wrote this row: the data had been delivered by then"
     )
 
 
@@ -646,13 +698,25 @@ class Flag(Base):
 
 
 class Verdict(Base):
-    """What to do about an exposure or an association: file a HOPR, ask the help desk, or not."""
+    """What to do about an exposure or a visit: file a HOPR, ask the help desk, or not.
+
+    A visit is ``ipppss`` (the first 6 characters of its exposures' names): its associations and
+    lone exposures are judged together, so the repeat policy sees the whole visit.
+    """
 
     __tablename__ = "verdict"
     __table_args__ = (
-        CheckConstraint("(exposure_id IS NULL) <> (asn_id IS NULL)", name="one_subject"),
+        CheckConstraint(
+            "(CASE WHEN exposure_id IS NULL THEN 0 ELSE 1 END"
+            " + CASE WHEN asn_id IS NULL THEN 0 ELSE 1 END"
+            " + CASE WHEN visit_id IS NULL THEN 0 ELSE 1 END) = 1",
+            name="one_subject",
+        ),
         Index("ix_verdict_verdict_deadline", "verdict", "hopr_deadline"),
-        {"comment": "Per exposure or per association: hopr | helpdesk | ok | not_repeatable."},
+        {
+            "comment": "Per exposure or per visit (ipppss): hopr | helpdesk | ok | "
+            "not_repeatable | incomplete."
+        },
     )
 
     verdict_id: Mapped[int] = mapped_column(
@@ -662,18 +726,33 @@ class Verdict(Base):
         String(8), nullable=True, unique=True, comment="the exposure judged (or NULL)"
     )
     asn_id: Mapped[str | None] = mapped_column(
-        String(9), nullable=True, unique=True, comment="the association judged (or NULL)"
+        String(9),
+        nullable=True,
+        unique=True,
+        comment="the association judged, in stores analysed before visits were judged as "
+        "ipppss (the next analysis replaces such rows by visit rows)",
+    )
+    visit_id: Mapped[str | None] = mapped_column(
+        String(6),
+        nullable=True,
+        unique=True,
+        comment="the visit judged: ipppss, the first 6 characters of its exposures (or NULL)",
     )
     verdict: Mapped[str] = mapped_column(
-        String(16), comment="hopr | helpdesk | ok | not_repeatable"
+        String(16),
+        comment="hopr | helpdesk | ok | not_repeatable | incomplete (the observing logs "
+        "needed to judge are not in the store)",
     )
     summary: Mapped[str] = mapped_column(Text, comment="the verdict in plain words")
     reasons: Mapped[list[str]] = mapped_column(HeaderJSON, comment="why, one sentence each")
     delivered_on: Mapped[date | None] = mapped_column(
-        Date, nullable=True, comment="best known delivery date of the data"
+        Date,
+        nullable=True,
+        comment="first delivery of the data: the earliest date the store knows (a later "
+        "reprocessing never moves it)",
     )
     delivery_basis: Mapped[str | None] = mapped_column(
-        String(80), nullable=True, comment="which keyword gave delivered_on"
+        String(80), nullable=True, comment="which date gave delivered_on"
     )
     hopr_deadline: Mapped[date | None] = mapped_column(
         Date, nullable=True, comment="delivered_on + 90 days: last day to file a HOPR"
@@ -719,7 +798,9 @@ class ImageMetric(_PerImage, Base):
     sky_sigma: Mapped[float | None] = _float("sigma-clipped sky scatter, image units")
     frac_saturated: Mapped[float | None] = _float("fraction of pixels flagged saturated (DQ)")
     frac_bad: Mapped[float | None] = _float("fraction of pixels flagged bad/hot/warm (DQ)")
-    frac_cosmic_ray: Mapped[float | None] = _float("fraction of pixels flagged cosmic ray (DQ)")
+    frac_cosmic_ray: Mapped[float | None] = _float(
+        "fraction of pixels flagged cosmic ray (DQ 4096 AstroDrizzle, 8192; IR also 1024)"
+    )
     frac_data_lost: Mapped[float | None] = _float("fraction of pixels flagged data lost (DQ)")
     n_sources: Mapped[int | None] = _int("star-like sources detected at 5 sigma")
     snr_median: Mapped[float | None] = _float("median S/N of those sources")

@@ -149,11 +149,13 @@ def dask_scheduler() -> Iterator[str]:
         yield cluster.scheduler_address
 
 
-_VOLATILE_COLUMNS = {"ingest_run_id", "ingested_at", "mtime_ns", "updated_at"}
+_VOLATILE_COLUMNS = {
+    "ingest_run_id", "ingested_at", "mtime_ns", "updated_at", "first_ingested_at",
+}  # fmt: skip
 _FILE_ID_COLUMNS = {"file_id", "jif_file_id", "jit_file_id", "sci_file_id"}
 SNAPSHOT_TABLES = (
     "association", "exposure", "jitter_sample", "fits_header", "source_file",
-    "image_metric", "psf_measurement", "image_preview",
+    "image_metric", "psf_measurement", "image_preview", "file_warning",
 )  # fmt: skip
 
 

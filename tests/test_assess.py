@@ -29,7 +29,7 @@ def test_assess_ingests_then_reports_the_iepp01010_pattern(
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "HOPR: " in result.output
+    assert "HOPR (90-day limit passed on " in result.output, "a 2022 visit: shown apart"
     assert "exposures 4-7 lost their guide star; 1-3 are nominal" in result.output
     assert "problem flags: " in result.output and "T_GSFAIL" in result.output
     assert result.output.count("gs_acq_failure") == 4

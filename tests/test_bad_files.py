@@ -116,17 +116,38 @@ def test_jif_sentinel_becomes_null_but_stays_in_the_header(real_data: Path, tmp_
     assert outcome.record.headers[4].header["V2_RMS"] == -32767
 
 
-@pytest.mark.parametrize("keyword, value", [("V2_RMS", "high"), ("T_GSFAIL", 3)])
-def test_wrongly_typed_keyword_is_reported(
-    real_data: Path, tmp_path: Path, keyword: str, value: object
+@pytest.mark.parametrize(
+    "keyword, value, column, row",
+    [("V2_RMS", "high", "v2_rms_mas", "exposure"), ("T_GSFAIL", 3, "t_gsfail", "association"),
+     ("GSACQ", "NONE", "gsacq", "exposure")],
+)  # fmt: skip
+def test_an_unreadable_keyword_value_costs_that_value_not_the_file(
+    real_data: Path, tmp_path: Path, keyword: str, value: object, column: str, row: str
 ) -> None:
-    hdu_index = 1 if keyword == "V2_RMS" else 0
+    hdu_index = 0 if row == "association" else 1
 
     def spoil(hdul: fits.HDUList) -> None:
         hdul[hdu_index].header[keyword] = value
 
     path = _edited(real_data / "ldfd01010_jif.fits.gz", tmp_path / "x_jif.fits", spoil)
-    assert f"HDU {hdu_index}: keyword {keyword} = {value!r}, expected" in _failure(path)
+    outcome = read_file(str(path))
+    assert outcome.status == "ingested" and outcome.record is not None, outcome.error
+    rows = outcome.record.associations if row == "association" else outcome.record.exposures
+    assert rows[0][column] is None, "the odd value is NULL"
+    assert len(outcome.record.exposures) == 4 and outcome.record.exposures[1]["v2_rms_mas"] == 3.6
+    (warning,) = outcome.record.warnings
+    assert (warning["hdu_index"], warning["keyword"]) == (hdu_index, keyword)
+    assert warning["raw_value"] == str(value)
+    assert f"HDU {hdu_index}: keyword {keyword} = {value!r}, expected" in warning["message"]
+    assert warning["exposure_id"] == (None if row == "association" else "ldfd01vn")
+
+
+def test_an_unreadable_identity_keyword_fails_the_file(real_data: Path, tmp_path: Path) -> None:
+    def spoil(hdul: fits.HDUList) -> None:
+        hdul[0].header["PROPOSID"] = "fourteen"
+
+    path = _edited(real_data / "ldfd01010_jif.fits.gz", tmp_path / "x_jif.fits", spoil)
+    assert "HDU 0: keyword PROPOSID = 'fourteen', expected a number" in _failure(path)
 
 
 @pytest.mark.parametrize("cut_bytes", [300_000, 2880 * 100])

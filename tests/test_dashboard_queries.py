@@ -255,7 +255,7 @@ def test_exposure_drilldown_has_what_the_exception_checklist_needs(store: Engine
     failure = next(f for f in detail.flags if f["rule"] == "gs_acq_failure")
     assert failure["evidence"]["GSFAIL"] == "NOLOCK" and failure["severity"] == "high"
     assert detail.verdict is not None and detail.verdict["verdict"] == "hopr"
-    assert detail.visit_verdict is not None and detail.visit_verdict["asn_id"] == "iepp01010"
+    assert detail.visit_verdict is not None and detail.visit_verdict["visit_id"] == "iepp01"
     assert detail.exposure["filter"] == "F606W"
     samples = q.jitter_samples(store, "iepp01uy")
     assert len(samples) == detail.exposure["jit_n_samples"]

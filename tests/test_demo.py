@@ -22,7 +22,7 @@ def test_demo_runs_end_to_end_without_asking_anything(tmp_path: Path) -> None:
     assert iepp.split()[:6] == ["16748", "WFC3/UVIS", "1", "7", iepp.split()[4], "4"]
     assert f"The database is {database}" in result.output
     assert "Visits that need attention" in result.output
-    iepp_action = next(line for line in lines if line.strip().startswith("iepp01010"))
+    iepp_action = next(line for line in lines if line.strip().startswith("iepp01 "))
     assert "hopr" in iepp_action and "exposures 4-7 lost their guide star" in iepp_action
     assert database.is_file()
 

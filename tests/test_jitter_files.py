@@ -165,3 +165,66 @@ def test_products_hstmon_does_not_read_are_skipped_with_a_reason(
     outcome = read_file(str(support))
     assert outcome.status == "skipped"
     assert "'spt' products are not ingested" in (outcome.error or "")
+
+
+def _edited_jit(source: Path, target: Path, edit) -> Path:  # type: ignore[no-untyped-def]
+    with fits.open(source) as hdul:
+        edit(hdul)
+        hdul.writeto(target)
+    return target
+
+
+def test_fill_rows_are_rows_without_guiding_data(real_data: Path, tmp_path: Path) -> None:
+    """Geometry, magnetometer and the roll FGS (at fill by design on one guide star) do not make
+    a row fill; the dominant guide star's position and the SI jitter do."""
+
+    def edit(hdul: fits.HDUList) -> None:
+        table = hdul[1].data
+        table["LimbAng"][:50] = 1.6e38
+        table["Mag_V1"][:50] = 1.6e38
+        table["V2_roll"][:] = 1.6e38
+        table["SI_V2_AVG"][300:310] = 1.6e38
+
+    path = _edited_jit(real_data / "ldfd01010_jit.fits.gz", tmp_path / "x_jit.fits", edit)
+    vn = _by_exposure(_record(path))["ldfd01vn"]
+    assert vn["jit_n_fill"] == 10 and vn["jit_n_samples"] == 372
+
+
+def test_jit_status_columns_are_counted(real_data: Path, tmp_path: Path) -> None:
+    def edit(hdul: fits.HDUList) -> None:
+        table = hdul[1].data
+        table["SlewFlag"][100:110] = 1
+        table["TakeData"][105:120] = 0
+        table["Recenter"][200:203] = 1
+
+    path = _edited_jit(real_data / "ldfd01010_jit.fits.gz", tmp_path / "x_jit.fits", edit)
+    exposures = _by_exposure(_record(path))
+    vn = exposures["ldfd01vn"]
+    assert (vn["jit_n_slew"], vn["jit_n_slew_guided"], vn["jit_n_recenter"]) == (10, 5, 3)
+    assert exposures["ldfd01vp"]["jit_n_slew"] == 0
+
+
+def test_drift_rate_needs_guided_time_to_mean_anything(real_data: Path) -> None:
+    """A nominal COS exposure drifts by a fraction of a mas/s; a 1-s acquisition's few rows
+    measure noise, so it gets no rate."""
+    nominal = _by_exposure(_record(real_data / "ldfd01010_jit.fits.gz"))["ldfd01vn"]
+    assert 0 < nominal["drift_rate_mas_s"] < 0.05
+    (acquisition,) = _record(real_data / "ldngz2szj_jit.fits.gz").exposures
+    assert acquisition["drift_rate_mas_s"] is None
+
+
+def test_the_jif_keyword_map_is_what_the_parser_reads(real_data: Path) -> None:
+    from ingest.records import OWNED_COLUMNS
+    from models.jif_keywords import JIF_KEYWORDS, jif_columns
+    from models.tables import Association, Exposure
+
+    record = _record(real_data / "ldfd01010_jif.fits.gz")
+    assert set(jif_columns("association")) <= set(record.associations[0])
+    assert all(set(jif_columns("exposure")) <= set(row) for row in record.exposures)
+    assert OWNED_COLUMNS["jif"] == {
+        "association": jif_columns("association"), "exposure": jif_columns("exposure")
+    }  # fmt: skip
+    tables = {"association": Association.__table__, "exposure": Exposure.__table__}
+    for keyword in JIF_KEYWORDS:
+        column = tables[keyword.table].c[keyword.column]
+        assert keyword.keyword in (column.comment or ""), (keyword.keyword, column.comment)

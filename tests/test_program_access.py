@@ -282,3 +282,36 @@ def test_viewer_settings_are_what_the_policies_read() -> None:
     assert BOB.setting() == '{"user":"bob@example.org","groups":["wfc3-team"]}'
     assert Viewer.operator().setting() == '{"all":true}'
     assert "public programs only" in Viewer().describe()
+
+
+_PROGRAM_COLUMNS = {"proposid", "proposal_id", "exposure_id", "asn_id", "visit_id", "obs_id",
+                    "file_id", "path"}  # fmt: skip
+_HOLD_NO_PROGRAM_DATA = {"program", "ingest_run", "analysis_run", "nightly_run"}
+
+
+def test_every_table_that_names_a_program_is_scoped_on_both_stores(database_url: str) -> None:
+    """A new table with a program's rows must get a policy and a scoped view, or it leaks."""
+    from models.access import SCOPED_TABLES
+
+    naming = {
+        name
+        for name, table in Base.metadata.tables.items()
+        if _PROGRAM_COLUMNS & set(table.columns.keys())
+    }
+    assert naming - _HOLD_NO_PROGRAM_DATA <= set(SCOPED_TABLES), "unscoped on SQLite"
+    engine = make_engine(database_url)
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            secured = set(
+                connection.execute(
+                    text("SELECT relname FROM pg_class WHERE relrowsecurity")
+                ).scalars()
+            )
+        assert set(SCOPED_TABLES) <= secured | _views(engine)
+    engine.dispose()
+
+
+def _views(engine: Engine) -> set[str]:
+    from sqlalchemy import inspect
+
+    return set(inspect(engine).get_view_names())

@@ -109,6 +109,50 @@ def test_undersampled_ir_stars_are_measured() -> None:
     assert summary.elongation_median < 1.2
 
 
+def test_pixel_integrated_undersampled_ir_stars_pass_the_sharpness_cut() -> None:
+    """At the IR handbook widths (~1 px before pixelation) stars reach DAOFIND sharpness 0.93."""
+    sci, _, dq, _ = make_star_field(
+        (400, 400), 60, 0.95, seed=3, sky=5.0, read_noise=15.0, flux_range=(2e3, 5e4)
+    )
+    found = detect_sources(sci, dq, detector="IR")
+    assert found.n_sources >= found.n_peaks - 2, "no star lost to the sharpness cut"
+    assert detect_sources(sci, dq, detector="UVIS").n_sources < found.n_sources - 5
+    assert measure_psf(sci, dq, detector="IR").n_psf_stars >= 30
+
+
+def _one_star() -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """An image with one bright star well inside it, and the star's pixel (x, y)."""
+    for seed in range(100):
+        sci, _, dq, truth = make_star_field((96, 96), 1, 2.0, seed=seed, flux_range=(4e4, 4e4))
+        x, y = round(float(truth.x[0])), round(float(truth.y[0]))
+        if 25 <= x <= 70 and 25 <= y <= 70:
+            return sci, dq, (x, y)
+    raise AssertionError("no seed puts the star inside")
+
+
+def test_cosmic_rays_flagged_4096_are_masked_from_the_fit() -> None:
+    """AstroDrizzle's CR flag (DQ 4096): a hit in a star's wing costs that pixel, not the star;
+    a hit in its core rejects the star."""
+    sci, dq, (x, y) = _one_star()
+    clean = measure_psf(sci, dq, min_snr=10.0)
+    assert clean.n_psf_stars == 1
+    hit = sci.copy()
+    hit[y + 3, x + 2] += 3000.0  # a cosmic ray in the wing, within the fit radius
+    unflagged = measure_psf(hit, dq, min_snr=10.0)
+    flagged_dq = dq.copy()
+    flagged_dq[y + 3, x + 2] = 4096
+    flagged = measure_psf(hit, flagged_dq, min_snr=10.0)
+    assert flagged.n_psf_stars == 1
+    assert_allclose(flagged.fwhm_median_pix, clean.fwhm_median_pix, rtol=0.02)
+    assert unflagged.n_psf_stars == 0 or abs(
+        unflagged.fwhm_median_pix - clean.fwhm_median_pix
+    ) > abs(flagged.fwhm_median_pix - clean.fwhm_median_pix)
+    core_dq = dq.copy()
+    core_dq[y, x] = 4096
+    core = measure_psf(hit, core_dq, min_snr=10.0)
+    assert core.n_psf_stars == 0 and core.rejected.get("flagged_core") == 1
+
+
 @pytest.mark.parametrize(
     ("shape", "fill", "expected"),
     [

@@ -44,6 +44,16 @@ def test_real_science_headers_land_in_their_columns(
                          " ORDER BY extver")  # fmt: skip
     assert [(c[0], c[1], c[2]) for c in chips] == [(1, 2, 10), (2, 1, 10)]
     assert all("10x10" in c[3] for c in chips)
+    # DQ 4096 (cosmic ray found by AstroDrizzle) is 1 of the 100 pixels of [DQ,1]; the IR FLT
+    # has one pixel of 4144 = 4096 + 32 + 16.
+    cosmic = _all(engine, "SELECT exposure_id, extver, frac_cosmic_ray FROM image_metric"
+                          " WHERE kind IN ('flc', 'flt') ORDER BY 1, 2")  # fmt: skip
+    assert [(e, x, pytest.approx(f)) for e, x, f in cosmic] == [
+        ("ib4606c5", 1, 0.01), ("ib4606c5", 2, 0.0), ("ib4606cp", 1, 0.01),
+    ]  # fmt: skip
+    kinds = _one(engine, "SELECT imagetyp, obsmode, mtflag FROM exposure"
+                         " WHERE exposure_id = 'ib4606c5'")  # fmt: skip
+    assert kinds == {"imagetyp": "EXT", "obsmode": "ACCUM", "mtflag": None}
     psf = _all(engine, "SELECT n_psf_stars, fwhm_median_pix, reason FROM psf_measurement"
                        " WHERE exposure_id = 'ib4606c5'")  # fmt: skip
     assert psf and all(p[0] == 0 and p[1] is None and "10x10" in p[2] for p in psf)

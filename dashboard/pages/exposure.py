@@ -11,10 +11,14 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from analysis.report import EXPOSURE_KEYWORDS, PROBLEM_FLAGS, jitter_plot_png
+from analysis.report import jitter_plot_png
 from dashboard.pages import _common as ui
 from dashboard.queries import ExposureDetail, VisitDetail, radial_profiles, take_data_down_spans
+from models.jif_keywords import checklist_columns, problem_flags
 
+# The keyword tables come from the one JIF keyword map, as the report's do.
+EXPOSURE_KEYWORDS = checklist_columns()
+PROBLEM_FLAGS = tuple((k.keyword, k.column, k.ok) for k in problem_flags())
 SERIES = {
     "si_v2_avg": "V2 AVG",
     "si_v3_avg": "V3 AVG",
@@ -52,7 +56,7 @@ _SHOWN = (
     {c for _, c in IDENTITY} | {c for _, c in SCIENCE} | {c for _, c in EXPOSURE_KEYWORDS}
     | set(_JIT_STATISTICS) | {"jif_file_id", "jit_file_id", "sci_file_id", "updated_at"}
 )  # fmt: skip
-VERDICT_BOXES = {"hopr": st.error, "helpdesk": st.warning, "ok": st.success}
+VERDICT_BOXES = {"hopr": st.error, "helpdesk": st.warning, "ok": st.success, "incomplete": st.info}
 
 
 def _text(value: Any) -> str:

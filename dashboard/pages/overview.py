@@ -76,6 +76,14 @@ def _failed_files(counts: StoreCounts) -> None:
         st.dataframe(ui.query("failed_files", limit=100), hide_index=True)
 
 
+_ACTION_COLUMNS = {
+    "days_left": st.column_config.NumberColumn("days left", help="to the HOPR deadline"),
+    "hopr_deadline": st.column_config.DateColumn("HOPR deadline"),
+    "summary": st.column_config.TextColumn("summary", width="large"),
+    "proposid": st.column_config.NumberColumn("program", format="%d"),
+}
+
+
 def _action_list() -> None:
     st.subheader("Action list")
     totals = ui.query("action_count")
@@ -90,24 +98,26 @@ def _action_list() -> None:
     if kinds in ("visits", "exposures"):
         actions = actions[actions["kind"] == kinds[:-1]]
     shown = sum(totals.values())
+    late = totals.get("hopr_limit_passed", 0)
     st.caption(
-        f"{totals.get('hopr', 0)} HOPR and {totals.get('helpdesk', 0)} help-desk verdicts "
-        f"(visits and exposures{'; the first 500 by deadline' if shown > 500 else ''}), open "
-        "HOPR deadlines first, soonest first. Click a row or “open” for its drilldown."
+        f"{totals.get('hopr', 0)} open HOPR and {totals.get('helpdesk', 0)} help-desk verdicts "
+        f"(visits and exposures{'; the first 500 by deadline' if shown > 500 else ''}), "
+        "soonest HOPR deadline first. Click a row or “open” for its drilldown."
     )
+    passed = actions["limit_passed"].astype(bool)
     ui.linked_table(
-        actions,
-        key="actions",
-        target="target",
-        kind="kind",
-        column_config={
-            "days_left": st.column_config.NumberColumn("days left", help="to the HOPR deadline"),
-            "hopr_deadline": st.column_config.DateColumn("HOPR deadline"),
-            "summary": st.column_config.TextColumn("summary", width="large"),
-            "proposid": st.column_config.NumberColumn("program", format="%d"),
-        },
-        height=420,
-    )
+        actions[~passed].drop(columns="limit_passed"), key="actions", target="target",
+        kind="kind", column_config=_ACTION_COLUMNS, height=420,
+    )  # fmt: skip
+    if passed.any():
+        st.markdown(f"**HOPRs past their 90-day limit ({late})**")
+        st.caption(
+            "Still HOPRs: the failure is real, but filing now needs the help desk's agreement."
+        )
+        ui.linked_table(
+            actions[passed].drop(columns="limit_passed"), key="actions_late", target="target",
+            kind="kind", column_config=_ACTION_COLUMNS, height=300,
+        )  # fmt: skip
 
 
 def _flag_chart() -> None:
