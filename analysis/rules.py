@@ -173,6 +173,18 @@ def gs_acq_failure(frame: pd.DataFrame, rule: RuleConfig, rules: RuleSet) -> pd.
     return _flags(fired, rule.severity, message, evidence)
 
 
+def _loss_of_lock_sentence(row: Any, threshold: float) -> str:
+    """What the logs say of the losses; a count or duration they did not record is said so."""
+    times = "Lost lock" if pd.isna(row.nlosses) else f"Lost lock {row.nlosses:.0f} time(s)"
+    if pd.isna(row.lockloss_s):
+        return f"{times}; for how long is not recorded (LOCKLOSS blank)."
+    share = "" if pd.isna(row.fraction) else f"{row.fraction:.0%} of "
+    return (
+        f"{times} for {row.lockloss_s:.0f} s ({share}the {_n(row.seconds, '.0f')} s exposure; "
+        f"limit {threshold:.0%})."
+    )
+
+
 def loss_of_lock(frame: pd.DataFrame, rule: RuleConfig, rules: RuleSet) -> pd.DataFrame:
     losses = _num(frame, "nlosses").fillna(0)
     lockloss = _num(frame, "lockloss_s").fillna(0)
@@ -186,11 +198,7 @@ def loss_of_lock(frame: pd.DataFrame, rule: RuleConfig, rules: RuleSet) -> pd.Da
     return _flags(
         fired,
         severity,
-        lambda r: (
-            f"Lost lock {_n(r.nlosses, '.0f')} time(s) for {_n(r.lockloss_s, '.0f')} s "
-            f"({_n(r.fraction, '.0%')} of the {_n(r.seconds, '.0f')} s exposure; "
-            f"limit {threshold:.0%})."
-        ),
+        lambda r: _loss_of_lock_sentence(r, threshold),
         lambda r: {
             "NLOSSES": r.nlosses,
             "LOCKLOSS_s": r.lockloss_s,

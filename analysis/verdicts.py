@@ -10,6 +10,7 @@ associations and lone exposures are judged together.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -375,7 +376,7 @@ def _visit_verdict(
         if obtained > float(rules.policy.get("repeat_unlikely_fraction", 0.9)):
             record.verdict = "helpdesk"
             record.summary = (
-                f"{desk}: {obtained:.0%} of the visit's data were obtained, so a repeat is "
+                f"{desk}: {_share(obtained)} of the visit's data were obtained, so a repeat is "
                 f"unlikely unless the lost exposure is uniquely important; {story}."
             )
         else:
@@ -445,3 +446,9 @@ def visit_verdicts(
         ordered = _in_order(members)
         records.append(_visit_verdict(visit, ordered, verdicts, rules, today, desk))
     return records
+
+
+def _share(fraction: float) -> str:
+    """A share in per cent, never rounded up to 100% while something was lost."""
+    percent = math.floor(fraction * 1000) / 10
+    return f"{percent:.0f}%" if percent == int(percent) else f"{percent:.1f}%"

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, text
 
 from analysis.config import load_rules
 from analysis.frame import ASSOCIATION_COLUMNS, EXPOSURE_COLUMNS
+from analysis.rules import loss_of_lock
 from analysis.run import run_analysis
 from analysis.verdicts import exposure_verdicts, member_list, visit_verdicts
 from ingest.pipeline import run_ingest
@@ -224,7 +225,9 @@ def test_a_visit_that_obtained_over_90_percent_goes_to_the_help_desk() -> None:
     verdicts = exposure_verdicts(frame, flags, rules, today)
     (visit,) = visit_verdicts(frame, verdicts, rules, today, ["iabc01"])
     assert verdicts["iabc01b0"].verdict == "hopr"
-    assert visit.verdict == "helpdesk" and "99% of the visit's data were obtained" in visit.summary
+    assert (
+        visit.verdict == "helpdesk" and "99.3% of the visit's data were obtained" in visit.summary
+    )
 
 
 def test_member_lists_read_like_a_person_wrote_them() -> None:
@@ -342,3 +345,11 @@ def test_first_delivery_is_the_earliest_date_and_a_reprocessing_never_moves_it()
     )  # fmt: skip
     assert pd.isna(logs["note"])
     assert pd.isna(nothing["delivered"]) and pd.isna(nothing["basis"])
+
+
+def test_a_loss_of_lock_without_its_duration_says_so() -> None:
+    rules = load_rules()
+    frame = _frame([{"exposure_id": "iabc01a1", "nlosses": 3.0, "lockloss_s": float("nan"),
+                     "exptime_s": 1400.0, "guidecmd": "FINE LOCK"}])  # fmt: skip
+    (message,) = loss_of_lock(frame, rules.rules["loss_of_lock"], rules)["message"]
+    assert message == "Lost lock 3 time(s); for how long is not recorded (LOCKLOSS blank)."
