@@ -128,7 +128,10 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Client]:
         processes=True,
         # Any free port: the default 8787 is taken when another cluster runs on this machine.
         dashboard_address=":0",
-        silence_logs=logging.ERROR,
+        # Workers and scheduler of a local cluster log to this terminal. What they would say
+        # (lost heartbeats as the cluster shuts down, an unresponsive event loop) is nothing a
+        # user can act on; what goes wrong with the work reaches the run as task errors.
+        silence_logs=logging.CRITICAL,
     )
     client = Client(cluster)
     try:

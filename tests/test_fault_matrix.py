@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,16 @@ def small_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("fault-archive")
     write_archive(folder, n_exposures=60, seed=3)
     return folder
+
+
+@contextmanager
+def _store(url: str) -> Iterator[Engine]:
+    """An engine on ``url``, disposed however the block ends (a failed assertion included)."""
+    engine = make_engine(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def _spread(total: int, points: int) -> list[int]:
@@ -81,9 +92,9 @@ def clean_ingest(
         # A run that ends well says nothing on stderr: no Dask shutdown chatter after its summary.
         said = [line for line in run.stderr.splitlines() if not line.startswith("statements=")]
         assert said == [], run.stderr
-        engine = make_engine(url)
-        yield request.param, database_snapshot(engine), counts(run.stderr)
-        engine.dispose()
+        with _store(url) as engine:
+            snapshot = database_snapshot(engine)
+        yield request.param, snapshot, counts(run.stderr)
 
 
 def test_first_ingest_killed_at_any_moment_then_rerun_equals_a_clean_run(
@@ -102,9 +113,8 @@ def test_first_ingest_killed_at_any_moment_then_rerun_equals_a_clean_run(
             killed = run_with_fault(fault, _ingest_arguments(small_archive, url))
             assert killed.returncode == -signal.SIGKILL, (fault, killed.stderr)
             run_ingest([small_archive], url, scheduler=dask_scheduler, progress=False)
-            engine = make_engine(url)
-            assert database_snapshot(engine) == clean, f"{kind}: killed at {fault}"
-            engine.dispose()
+            with _store(url) as engine:
+                assert database_snapshot(engine) == clean, f"{kind}: killed at {fault}"
 
 
 def test_analysis_killed_at_any_moment_then_rerun_equals_a_clean_analysis(
@@ -119,9 +129,8 @@ def test_analysis_killed_at_any_moment_then_rerun_equals_a_clean_analysis(
         analysed = run_with_fault("none", ["analyze", "--db", url])
         assert analysed.returncode == 0, analysed.stderr
         sent = counts(analysed.stderr)
-        engine = make_engine(url)
-        clean = _analysis_snapshot(engine)
-        engine.dispose()
+        with _store(url) as engine:
+            clean = _analysis_snapshot(engine)
     assert clean["flag"] and clean["verdict"]
     faults = [f"statement:{n}" for n in _spread(sent["statements"], 4)]
     faults += [f"commit:{n}" for n in range(1, sent["commits"] + 1)]
@@ -133,14 +142,12 @@ def test_analysis_killed_at_any_moment_then_rerun_equals_a_clean_analysis(
             killed = run_with_fault(fault, ["analyze", "--db", url])
             assert killed.returncode == -signal.SIGKILL, (fault, killed.stderr)
             run_analysis(url)  # what `hstmon analyze` runs, in this process
-            engine = make_engine(url)
-            assert _analysis_snapshot(engine) == clean, f"{kind}: killed at {fault}"
-            with engine.connect() as connection:
+            with _store(url) as engine, engine.connect() as connection:
+                assert _analysis_snapshot(engine) == clean, f"{kind}: killed at {fault}"
                 statuses = connection.execute(
                     text("SELECT status FROM analysis_run ORDER BY run_id")
                 ).scalars()
                 assert list(statuses)[-1] == "succeeded"
-            engine.dispose()
 
 
 # --- a PostgreSQL server that goes away mid-run ---------------------------------------------------
@@ -159,10 +166,11 @@ def own_postgres() -> Iterator[PostgresServer]:
 
 
 def _database_on(server: PostgresServer, name: str) -> str:
-    engine = make_engine(server.url)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+    with (
+        _store(server.url) as engine,
+        engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection,
+    ):
         connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
     return server.url.rsplit("/", 1)[0] + f"/{name}"
 
 
@@ -203,11 +211,9 @@ def test_postgres_stopped_mid_run_fails_clearly_and_the_same_command_completes(
     run_ingest([small_archive], clean_url, scheduler=dask_scheduler, progress=False)
     if stage == "analyze":
         run_analysis(clean_url)
-    clean_engine, engine = make_engine(clean_url), make_engine(url)
-    assert database_snapshot(engine) == database_snapshot(clean_engine)
-    assert _analysis_snapshot(engine) == _analysis_snapshot(clean_engine)
-    clean_engine.dispose()
-    engine.dispose()
+    with _store(clean_url) as clean_engine, _store(url) as engine:
+        assert database_snapshot(engine) == database_snapshot(clean_engine)
+        assert _analysis_snapshot(engine) == _analysis_snapshot(clean_engine)
 
 
 # --- a disk that fills ------------------------------------------------------------------------
@@ -233,8 +239,7 @@ def test_disk_full_under_sqlite_fails_clearly_and_the_same_command_completes(
     last = full.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: the disk holding the database refused a write"), full.stderr
     assert "Traceback" not in full.stderr, full.stderr
-    engine = make_engine(url)
-    with engine.connect() as connection:
+    with _store(url) as engine, engine.connect() as connection:
         written = connection.execute(text("SELECT count(*) FROM source_file")).scalar_one()
     files = sum(1 for _ in small_archive.rglob("*.fits*"))
     assert written < files, "the limit should stop the run before its end"
@@ -244,7 +249,5 @@ def test_disk_full_under_sqlite_fails_clearly_and_the_same_command_completes(
     reference.mkdir()
     with scratch_database("sqlite", reference) as clean_url:
         run_ingest([small_archive], clean_url, scheduler=dask_scheduler, progress=False)
-        clean_engine = make_engine(clean_url)
-        assert database_snapshot(engine) == database_snapshot(clean_engine)
-        clean_engine.dispose()
-    engine.dispose()
+        with _store(clean_url) as clean_engine, _store(url) as engine:
+            assert database_snapshot(engine) == database_snapshot(clean_engine)
